@@ -1,0 +1,100 @@
+"""The pytest plugin behind the conformance suites (registered as a ``pytest11`` entry
+point, so it is active wherever kcore is installed; it collects nothing by itself).
+
+It adds the options ``--kcore-plugin NAME`` (repeatable) and ``--kcore-option KEY=VALUE``
+(plugin option values, as ``settings.options``), and the fixtures through which suites
+get the implementation under test. A plugin author who tests an implementation directly
+overrides the factory fixture (``store_factory``) in a ``conftest.py`` or test class.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kcore.settings import Settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kcore", "kcore conformance")
+    group.addoption(
+        "--kcore-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="kcore plugin (entry-point name or module path) whose backends the suites test",
+    )
+    group.addoption(
+        "--kcore-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="value of a plugin option for the suites, e.g. etcd_endpoints=http://127.0.0.1:2379",
+    )
+
+
+@pytest.fixture
+def kcore_plugins(request: pytest.FixtureRequest) -> list[str]:
+    """The plugins named with ``--kcore-plugin``."""
+    return list(request.config.getoption("--kcore-plugin"))
+
+
+@pytest.fixture
+def kcore_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Plugin option values given with ``--kcore-option``."""
+    options: dict[str, Any] = {}
+    for item in request.config.getoption("--kcore-option"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"--kcore-option expects KEY=VALUE, got {item!r}")
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+@pytest.fixture
+def kcore_settings_factory(
+    tmp_path: Path, kcore_options: dict[str, Any]
+) -> Callable[[], Settings]:
+    """Make settings with a fresh, empty data directory on each call."""
+    counter = itertools.count()
+
+    def make() -> Settings:
+        data_dir = tmp_path / f"data{next(counter)}"
+        data_dir.mkdir()
+        return Settings(data_dir=data_dir, options=dict(kcore_options))
+
+    return make
+
+
+@pytest.fixture
+def store_factory(
+    kcore_plugins: list[str], kcore_settings_factory: Callable[[], Settings]
+) -> Callable[[], Awaitable[Any]]:
+    """An async callable returning a new, empty store on each call.
+
+    The default builds the store of the plugin named with ``--kcore-plugin``, through the
+    same plugin host the daemon uses. Override this fixture to test a store directly::
+
+        @pytest.fixture
+        def store_factory():
+            async def make():
+                return MyStore()
+            return make
+    """
+    if not kcore_plugins:
+        pytest.fail(
+            "no store under test: pass --kcore-plugin NAME, or override the store_factory fixture",
+            pytrace=False,
+        )
+    from kcore.plugin_host import PluginHost
+
+    host = PluginHost(kcore_plugins)
+
+    async def make() -> Any:
+        return await host.store(kcore_settings_factory())
+
+    return make

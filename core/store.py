@@ -1,0 +1,152 @@
+"""The store contract: a revisioned key-value store that every store backend implements.
+
+The model is etcd's. Keys are ``str`` (the API server uses ``/registry/<resource>/<ns>/<name>``),
+values are opaque ``bytes``. The store keeps one global revision: an integer that is 0 for a
+new, empty store and grows with each successful create, update or delete (by exactly one
+when nothing else writes to the backend; a shared etcd may make it jump).
+The revision of a write becomes the key's ``revision`` (etcd's mod revision), which the API
+server hands out as ``metadata.resourceVersion``.
+
+Semantics every backend must keep (the store conformance suite checks each):
+
+* ``create`` fails with :class:`~kcore.errors.AlreadyExists` when the key holds a value.
+* ``update`` and ``delete`` take ``expected_revision``; when given and not the key's
+  current revision they fail with :class:`~kcore.errors.Conflict` and change nothing.
+  A missing key is :class:`~kcore.errors.NotFound` (also with ``expected_revision=None``).
+* ``list`` reads a consistent snapshot: every key under a prefix as of one revision.
+  Reading at a revision older than the last compaction raises :class:`~kcore.errors.Expired`.
+* ``watch`` yields, in revision order and each exactly once, every change under a prefix
+  with a revision greater than ``after_revision``. A revision that has been compacted
+  raises :class:`~kcore.errors.Expired` (before the first event, or later when a watcher
+  falls so far behind that its backlog is dropped).
+* ``compact(R)`` forgets history older than R, as etcd does: afterwards ``list`` at a
+  revision below R, and ``watch`` after a revision below R - 1 (it would need events
+  older than R), raise ``Expired``; reads at R or later and current values are unaffected.
+
+All methods are coroutines; a backend keeps blocking work off the event loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+class Capability(str, enum.Enum):
+    """Optional store abilities. A backend lists those it has in ``capabilities``; the
+    conformance suite skips the checks of any it lacks, naming the capability."""
+
+    LIST_AT_REVISION = "list_at_revision"
+    """``list(revision=N)`` for an N older than the current revision."""
+    COMPACTION = "compaction"
+    """``compact`` forgets history and later reads of it raise ``Expired``."""
+    DURABLE = "durable"
+    """An acknowledged write survives a crash of the process."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """A key's value as of some revision."""
+
+    key: str
+    value: bytes
+    revision: int
+    """The revision of the write that produced this value (etcd's mod revision)."""
+    create_revision: int
+    """The revision of the create that started this key's current life."""
+
+
+class EventType(str, enum.Enum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change. For ``DELETED``, ``kv.value`` is the value just before the delete and
+    ``kv.revision`` the revision of the delete itself."""
+
+    type: EventType
+    kv: KeyValue
+    prev: KeyValue | None = None
+    """The value before this change; ``None`` for ``ADDED``."""
+
+    @property
+    def revision(self) -> int:
+        return self.kv.revision
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    items: list[KeyValue]
+    """Sorted by key."""
+    revision: int
+    """The store revision the snapshot was read at."""
+    more: bool = False
+    """True when ``limit`` cut the result short; continue with ``start_after=items[-1].key``."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What a store backend offers. Obtained from the ``kcore_store`` slot hook."""
+
+    name: str
+    capabilities: frozenset[Capability]
+
+    async def create(self, key: str, value: bytes) -> KeyValue:
+        """Store ``value`` under a new ``key``; return it with its new revision."""
+        ...
+
+    async def get(self, key: str) -> KeyValue:
+        """Return the current value of ``key`` or raise ``NotFound``."""
+        ...
+
+    async def list(
+        self,
+        prefix: str,
+        *,
+        revision: int | None = None,
+        limit: int | None = None,
+        start_after: str | None = None,
+    ) -> ListResult:
+        """Return the keys starting with ``prefix`` as of ``revision`` (default: now),
+        sorted by key, at most ``limit`` of them, beginning after key ``start_after``."""
+        ...
+
+    async def update(
+        self, key: str, value: bytes, *, expected_revision: int | None = None
+    ) -> KeyValue:
+        """Replace the value of an existing ``key``; compare-and-swap on ``expected_revision``."""
+        ...
+
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> KeyValue:
+        """Delete ``key``; return its last value with the revision of the delete."""
+        ...
+
+    def watch(self, prefix: str, *, after_revision: int) -> AsyncIterator[WatchEvent]:
+        """Changes under ``prefix`` with a revision greater than ``after_revision``.
+
+        Returns an async iterator (typically an async generator; ``aclose()`` ends it).
+        Iteration raises ``Expired`` if ``after_revision`` is older than the compacted
+        revision or the watcher fell too far behind.
+        """
+        ...
+
+    async def current_revision(self) -> int:
+        """The revision of the last write (0 for an empty, new store)."""
+        ...
+
+    async def compact(self, revision: int) -> None:
+        """Forget history older than ``revision`` (see the module docstring). Raises
+        ``Expired`` if already compacted past it, ``Invalid`` for a future revision."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and end open watches (they stop iterating)."""
+        ...
+
+
+__all__ = ["Capability", "EventType", "KeyValue", "ListResult", "Store", "WatchEvent"]

@@ -1,0 +1,21 @@
+"""kcore's own tests. With KCORE_NO_SKIPS=1 (as in CI) a skipped test fails, except a
+conformance suite's skip for a capability the implementation declares it lacks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+ALLOWED_SKIP = "lacks capability"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if os.environ.get("KCORE_NO_SKIPS") == "1" and report.skipped:
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if ALLOWED_SKIP not in reason and not hasattr(report, "wasxfail"):
+            report.outcome = "failed"
+            report.longrepr = f"skipped in CI, which must not skip: {reason}"
+    return report

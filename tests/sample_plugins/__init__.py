@@ -1,0 +1,1 @@
+"""Small plugins that kcore's own tests load by dotted path."""

@@ -1,0 +1,6 @@
+from kcore import hookimpl
+
+
+@hookimpl
+def kcore_stor(settings):  # misspelled on purpose: kcore_store
+    return None

@@ -1,0 +1,2 @@
+def kcore_controlers(settings):  # misspelled on purpose, and not even marked
+    return []
