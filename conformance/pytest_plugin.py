@@ -56,9 +56,7 @@ def kcore_options(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def kcore_settings_factory(
-    tmp_path: Path, kcore_options: dict[str, Any]
-) -> Callable[[], Settings]:
+def kcore_settings_factory(tmp_path: Path, kcore_options: dict[str, Any]) -> Callable[[], Settings]:
     """Make settings with a fresh, empty data directory on each call."""
     counter = itertools.count()
 

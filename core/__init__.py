@@ -28,12 +28,12 @@ from kcore.interfaces import (
     AdmissionRequest,
     Controller,
     ControllerContext,
+    FilterStep,
     ImageService,
     NetworkPlugin,
     RuntimeBackend,
     RuntimeService,
     ScoreStep,
-    FilterStep,
     VolumeSource,
 )
 from kcore.settings import Settings

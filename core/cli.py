@@ -130,7 +130,9 @@ class KcoreGroup(click.Group):
         self._plugin_cmds = {c.name: c for c in host.commands()}
         taken = set(self._plugin_cmds) & set(self.commands)
         if taken:
-            raise PluginError(f"plugins add commands that already exist: {', '.join(sorted(taken))}")
+            raise PluginError(
+                f"plugins add commands that already exist: {', '.join(sorted(taken))}"
+            )
         self.params = [p for p in self.params if not getattr(p, "_kcore_plugin", False)]
         self.params.extend(self._plugin_opts)
         return super().make_context(info_name, args, parent=parent, **extra)

@@ -160,8 +160,9 @@ class VolumeSource(Protocol):
         updates, so it must be idempotent. Item paths with ``..`` are refused."""
         ...
 
-    async def teardown(self, pod: Mapping[str, Any], volume: Mapping[str, Any], target: Path) -> None:
-        ...
+    async def teardown(
+        self, pod: Mapping[str, Any], volume: Mapping[str, Any], target: Path
+    ) -> None: ...
 
 
 # --------------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ class PluginHost:
         unknown = sorted(
             attr
             for attr in dir(plugin)
-            if attr.startswith("kcore_") and callable(getattr(plugin, attr, None))
+            if attr.startswith("kcore_")
+            and callable(getattr(plugin, attr, None))
             and not hasattr(hookspecs, attr)
         )
         if unknown:
@@ -140,7 +141,9 @@ class PluginHost:
     def info(self) -> list[PluginInfo]:
         out = []
         for name, plugin in self._pm.list_name_plugin():
-            module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__qualname__
+            module = (
+                plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__qualname__
+            )
             out.append(
                 PluginInfo(
                     name=name,

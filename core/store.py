@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
-class Capability(str, enum.Enum):
+class Capability(enum.StrEnum):
     """Optional store abilities. A backend lists those it has in ``capabilities``; the
     conformance suite skips the checks of any it lacks, naming the capability."""
 
@@ -58,7 +58,7 @@ class KeyValue:
     """The revision of the create that started this key's current life."""
 
 
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     ADDED = "ADDED"
     MODIFIED = "MODIFIED"
     DELETED = "DELETED"

@@ -14,7 +14,9 @@ ALLOWED_SKIP = "lacks capability"
 def pytest_runtest_makereport(item, call):
     report = yield
     if os.environ.get("KCORE_NO_SKIPS") == "1" and report.skipped:
-        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = (
+            str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        )
         if ALLOWED_SKIP not in reason and not hasattr(report, "wasxfail"):
             report.outcome = "failed"
             report.longrepr = f"skipped in CI, which must not skip: {reason}"

@@ -14,13 +14,17 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 
 
-def kcore(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def kcore(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     script = shutil.which("kcore")
     cmd = [script] if script else [sys.executable, "-m", "kcore.cli"]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KCORE_")}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), full_env.get("PYTHONPATH")]))
     full_env.update(env or {})
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -76,7 +80,11 @@ def test_plugin_commands_and_options_work_before_and_after_the_subcommand(tmp_pa
     proc = kcore(plugins, "second-hello", "--second-colour", "blue")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("colour=blue ")
-    proc = kcore(plugins, "second-hello", env={"KCORE_SECOND_COLOUR": "green", "KCORE_DATA_DIR": str(tmp_path)})
+    proc = kcore(
+        plugins,
+        "second-hello",
+        env={"KCORE_SECOND_COLOUR": "green", "KCORE_DATA_DIR": str(tmp_path)},
+    )
     assert proc.stdout.strip() == f"colour=green data_dir={tmp_path}"
 
 

@@ -31,7 +31,9 @@ def test_there_are_hookspecs_for_every_area():
 @pytest.mark.parametrize(("name", "spec"), SPECS)
 def test_each_hookspec_is_documented_and_typed(name, spec):
     doc = inspect.getdoc(spec) or ""
-    assert len(doc.splitlines()) >= 3, f"{name} needs a docstring saying what it receives and returns"
+    assert len(doc.splitlines()) >= 3, (
+        f"{name} needs a docstring saying what it receives and returns"
+    )
     assert ":returns:" in doc, f"{name}: say what it returns"
     assert "Called" in doc, f"{name}: say when it is called"
     sig = inspect.signature(spec)

@@ -21,14 +21,23 @@ def _imports(path: Path) -> set[str]:
 
 def test_core_never_imports_a_plugin():
     offenders = {
-        str(path.relative_to(ROOT)): sorted(m for m in _imports(path) if m.startswith("kcore.plugins."))
+        str(path.relative_to(ROOT)): sorted(
+            m for m in _imports(path) if m.startswith("kcore.plugins.")
+        )
         for path in (ROOT / "core").rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_plugins_import_only_kcore_public_modules_or_their_own():
-    public = {"kcore", "kcore.api", "kcore.store", "kcore.errors", "kcore.interfaces", "kcore.settings"}
+    public = {
+        "kcore",
+        "kcore.api",
+        "kcore.store",
+        "kcore.errors",
+        "kcore.interfaces",
+        "kcore.settings",
+    }
     offenders = {}
     for path in (ROOT / "plugins").rglob("*.py"):
         parts = path.relative_to(ROOT / "plugins").parts
@@ -36,7 +45,10 @@ def test_plugins_import_only_kcore_public_modules_or_their_own():
         bad = sorted(
             m
             for m in _imports(path)
-            if m.startswith("kcore") and m not in public and not m.startswith("kcore.api.") and not m.startswith(own)
+            if m.startswith("kcore")
+            and m not in public
+            and not m.startswith("kcore.api.")
+            and not m.startswith(own)
         )
         if bad:
             offenders[str(path.relative_to(ROOT))] = bad

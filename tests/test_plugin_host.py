@@ -44,7 +44,10 @@ def test_plugin_that_fails_to_import_is_named_with_its_error():
 
 @pytest.mark.parametrize(
     ("module", "hook"),
-    [("sample_plugins.misspelled", "kcore_stor"), ("sample_plugins.unmarked_misspelled", "kcore_controlers")],
+    [
+        ("sample_plugins.misspelled", "kcore_stor"),
+        ("sample_plugins.unmarked_misspelled", "kcore_controlers"),
+    ],
 )
 def test_misspelled_hook_is_a_startup_error(module, hook):
     with pytest.raises(PluginError, match=hook):

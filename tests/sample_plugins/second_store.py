@@ -29,6 +29,8 @@ def kcore_add_commands():
         from kcore.cli import CliState
 
         state = ctx.find_object(CliState)
-        click.echo(f"colour={state.settings.option('second_colour')} data_dir={state.settings.data_dir}")
+        click.echo(
+            f"colour={state.settings.option('second_colour')} data_dir={state.settings.data_dir}"
+        )
 
     return [hello]
