@@ -131,6 +131,7 @@ def kcore_controllers(settings: Settings) -> list[Controller]:
 def kcore_scheduler_filters(settings: Settings) -> list[FilterStep]:
     """Filter steps for the scheduler: may a pod run on a node?
 
+    :param settings: the data directory and plugin option values.
     :returns: a list of :class:`kcore.interfaces.FilterStep`, applied in plugin order;
         a node passes when every filter returns ``None``.
 
@@ -142,6 +143,7 @@ def kcore_scheduler_filters(settings: Settings) -> list[FilterStep]:
 def kcore_scheduler_scores(settings: Settings) -> list[ScoreStep]:
     """Score steps for the scheduler: how good is a node that passed the filters?
 
+    :param settings: the data directory and plugin option values.
     :returns: a list of :class:`kcore.interfaces.ScoreStep`; the node with the highest
         weighted sum wins.
 
@@ -154,6 +156,7 @@ def kcore_admission_checks(settings: Settings) -> list[AdmissionCheck]:
     """Checks the API server runs on every write after defaulting and validation, in
     plugin order; any may refuse the write or change the object.
 
+    :param settings: the data directory and plugin option values.
     :returns: a list of :class:`kcore.interfaces.AdmissionCheck`.
 
     Called once when the API server starts.
