@@ -270,6 +270,60 @@ def conformance_cmd(
     ctx.exit(int(code))
 
 
+@cli.command("validate")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    type=click.File("r"),
+    help="Manifest file (YAML or JSON, several documents allowed); - for stdin.",
+)
+@click.option("--strict", is_flag=True, help="Refuse unknown fields.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["name", "yaml", "json"]),
+    default="name",
+    show_default=True,
+    help="What to print for each valid object: its name, or the defaulted object.",
+)
+def validate_cmd(files: tuple[Any, ...], strict: bool, output: str) -> None:
+    """Decode, default and validate manifests offline, as the API server would."""
+    from kcore import api
+
+    failed = False
+    for fh in files:
+        try:
+            docs = api.decode_yaml_documents(fh.read(), strict=strict)
+        except KcoreError as exc:
+            click.echo(f"{fh.name}: {exc}", err=True)
+            failed = True
+            continue
+        for number, obj in docs:
+            if isinstance(obj, KcoreError):
+                click.echo(f"{fh.name}: {obj}", err=True)
+                failed = True
+                continue
+            api.apply_defaults(obj)
+            try:
+                api.validate(obj, require_namespace=False)
+            except KcoreError as exc:
+                click.echo(f"{fh.name}: document {number}: {exc}", err=True)
+                failed = True
+                continue
+            if output == "yaml":
+                click.echo("---\n" + api.encode_yaml(obj), nl=False)
+            elif output == "json":
+                click.echo(api.encode_json(obj).decode())
+            else:
+                kind = type(obj).__name__.lower()
+                click.echo(f"{kind}/{obj.metadata.name or obj.metadata.generate_name} valid")
+    if failed:
+        raise SystemExit(1)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``kcore`` script: one clear line per error, never a traceback."""
     try:

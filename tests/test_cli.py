@@ -105,3 +105,55 @@ def test_conformance_refuses_a_plugin_with_no_applicable_suite():
     proc = kcore("conformance", "--plugin", "sample_plugins.contributions")
     assert proc.returncode != 0
     assert "no conformance suite applies" in one_line_error(proc)
+
+
+MANIFESTS = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: ok}
+spec:
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: Bad_Name}
+spec:
+  containers: [{name: c}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+spec: {replicas: three}
+"""
+
+
+def test_validate_reports_each_bad_document_on_one_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFESTS)
+    proc = kcore("validate", "-f", str(path))
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == ["pod/ok valid"]
+    errors = proc.stderr.splitlines()
+    assert len(errors) == 2, proc.stderr
+    assert errors[0].startswith(f"{path}: document 2: ")
+    assert "metadata.name" in errors[0]
+    assert "spec.containers[0].image: Required value" in errors[0]
+    assert errors[1].startswith(f"{path}: document 3: ")
+    assert "spec.replicas" in errors[1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_validate_prints_the_defaulted_object(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFESTS.split("---")[0])
+    proc = kcore("validate", "-f", str(path), "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    pod = json.loads(proc.stdout)
+    assert pod["spec"]["restartPolicy"] == "Always"
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+
+
+def test_validate_malformed_yaml_is_one_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("a: [b\n")
+    assert "malformed YAML" in one_line_error(kcore("validate", "-f", str(path)))

@@ -23,7 +23,7 @@ import yaml
 from kcore.api import registry
 from kcore.api.meta import ObjectList, TypedStruct
 from kcore.api.validation import invalid_error
-from kcore.errors import BadRequest, FieldError, Invalid
+from kcore.errors import BadRequest, FieldError, Invalid, KcoreError
 
 Format = Literal["json", "yaml"]
 
@@ -386,30 +386,48 @@ def decode(
     raise ValueError(f"unknown format {fmt!r}: expected 'json' or 'yaml'")
 
 
-def decode_all_yaml(text: str | bytes, *, strict: bool = False) -> list[Any]:
-    """Decode every document of a multi-document manifest (``---`` separated).
-
-    Empty documents are skipped and a ``kind: List`` is expanded into its items, as kubectl
-    does. An error names the document it is in (counting from 1).
+def decode_yaml_documents(
+    text: str | bytes, *, strict: bool = False
+) -> list[tuple[int, Any | KcoreError]]:
+    """Decode each document of a multi-document manifest on its own: ``(number, object)``
+    for a good one and ``(number, error)`` for a bad one, so that one bad document does not
+    hide the others. Numbers count from 1; a ``kind: List`` gives one entry per item.
+    Malformed YAML (the stream cannot be split) raises ``BadRequest``.
     """
     try:
         docs = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as exc:
         raise _yaml_error(exc) from None
-    out: list[Any] = []
+    out: list[tuple[int, Any | KcoreError]] = []
     for number, doc in enumerate(docs, start=1):
         if doc is None:
             continue
         try:
             obj = _decode_builtin(doc, strict=strict, into=None)
         except Invalid as exc:
-            raise Invalid(f"document {number}: {exc}", exc.causes) from None
+            out.append((number, Invalid(f"document {number}: {exc}", exc.causes)))
+            continue
         except BadRequest as exc:
-            raise BadRequest(f"document {number}: {exc}") from None
+            out.append((number, BadRequest(f"document {number}: {exc}")))
+            continue
         if isinstance(obj, ObjectList) and obj.kind == "List":
-            out.extend(obj.items)
+            out.extend((number, item) for item in obj.items)
         else:
-            out.append(obj)
+            out.append((number, obj))
+    return out
+
+
+def decode_all_yaml(text: str | bytes, *, strict: bool = False) -> list[Any]:
+    """Decode every document of a multi-document manifest (``---`` separated).
+
+    Empty documents are skipped and a ``kind: List`` is expanded into its items, as kubectl
+    does. The first bad document raises, its error naming the document (counting from 1).
+    """
+    out = []
+    for _, result in decode_yaml_documents(text, strict=strict):
+        if isinstance(result, KcoreError):
+            raise result
+        out.append(result)
     return out
 
 
