@@ -147,7 +147,11 @@ class KcoreGroup(click.Group):
         return _with_plugin_options(cmd, getattr(self, "_plugin_opts", []))
 
 
-@click.group(cls=KcoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=KcoreGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--plugins",
     envvar="KCORE_PLUGINS",
@@ -178,7 +182,9 @@ def cli(
     log_level: str,
     **plugin_options: Any,
 ) -> None:
-    """kcore: a small, real Kubernetes, built from plugins."""
+    """kcore: a small, real Kubernetes, built from plugins.
+
+    With no command, runs the daemon (``kcore daemon``) on its defaults."""
     from kcore.logs import configure
 
     _absorb_plugin_options(ctx, plugin_options)
@@ -189,6 +195,32 @@ def cli(
         options=ctx.meta.setdefault(OPTIONS_META_KEY, {}),
     )
     ctx.obj = state
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(daemon_cmd)
+
+
+@cli.command("daemon")
+@click.option("--bind-address", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option(
+    "--port", default=6443, show_default=True, type=int, help="HTTPS port (0: any free port)."
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the admin kubeconfig (default <data-dir>/admin.kubeconfig).",
+)
+@click.pass_obj
+def daemon_cmd(
+    state: CliState,
+    bind_address: str = "127.0.0.1",
+    port: int = 6443,
+    kubeconfig: Path | None = None,
+) -> None:
+    """Run the API server on the loaded store (HTTPS, admin kubeconfig in the data dir)."""
+    from kcore.daemon import DaemonOptions, run
+
+    state.host.slot_owner("store")
+    run(state.host, state.settings, DaemonOptions(bind_address, port, kubeconfig))
 
 
 @cli.command("plugins")

@@ -1,0 +1,710 @@
+"""API objects over the store slot: the semantics of create, get, list, update, patch,
+delete and watch, independent of HTTP.
+
+Objects are stored as JSON under ``/registry/<group>/<resource>/[<namespace>/]<name>``
+(``core`` for the core group), without ``metadata.resourceVersion``: that is the store
+revision of the key, filled in on every read. Every write decodes the object into its typed
+model, defaults and validates it, so the store only ever holds valid, defaulted objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from kcore import api
+from kcore.api.meta import now
+from kcore.api.registry import ResourceInfo
+from kcore.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Expired,
+    Invalid,
+    KcoreError,
+    NotFound,
+)
+from kcore.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
+from kcore.selectors import FieldSelector, LabelSelector
+from kcore.store import EventType, KeyValue, Store
+
+_json_decode = msgspec.json.Decoder().decode
+_json_encode = msgspec.json.Encoder().encode
+
+GENERATE_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+# Kinds whose delete answers the object itself instead of a Status (ReturnDeletedObject).
+RETURNS_DELETED_OBJECT = {"Pod", "Service", "ServiceAccount"}
+PATCH_TYPES = {
+    "application/json-patch+json": "json",
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/apply-patch+yaml": "apply",
+}
+
+
+def with_details(error: KcoreError, info: ResourceInfo, name: str | None) -> KcoreError:
+    """Attach the ``Status.details`` (name, group, kind) that the API reports."""
+    error.details = {"name": name, "group": info.group or None, "kind": info.plural}  # type: ignore[attr-defined]
+    return error
+
+
+def not_found(info: ResourceInfo, name: str) -> NotFound:
+    label = f"{info.plural}.{info.group}" if info.group else info.plural
+    return with_details(NotFound(f'{label} "{name}" not found'), info, name)  # type: ignore[return-value]
+
+
+def conflict(info: ResourceInfo, name: str, why: str | None = None) -> Conflict:
+    label = f"{info.plural}.{info.group}" if info.group else info.plural
+    why = why or (
+        "the object has been modified; please apply your changes to the latest version "
+        "and try again"
+    )
+    err = Conflict(f'Operation cannot be fulfilled on {label} "{name}": {why}')
+    return with_details(err, info, name)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    label_selector: LabelSelector | None = None
+    field_selector: FieldSelector | None = None
+    limit: int | None = None
+    continue_token: str | None = None
+    resource_version: str | None = None
+    exact: bool = False
+    """``resourceVersionMatch=Exact``: list at that revision (otherwise "not older than",
+    served from the newest state)."""
+
+    def matches(self, kind: str, obj: Mapping[str, Any]) -> bool:
+        if self.label_selector is not None and not self.label_selector.matches(
+            (obj.get("metadata") or {}).get("labels")
+        ):
+            return False
+        return self.field_selector is None or self.field_selector.matches(obj, kind)
+
+
+@dataclass(frozen=True)
+class WatchItem:
+    type: str
+    """ADDED, MODIFIED, DELETED or BOOKMARK."""
+    object: dict[str, Any]
+    revision: int
+
+
+def encode_continue(revision: int, key: str) -> str:
+    raw = _json_encode({"rv": revision, "start": key})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[int, str]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = _json_decode(base64.urlsafe_b64decode(padded))
+        return int(data["rv"]), str(data["start"])
+    except Exception:
+        raise BadRequest(f"invalid continue token {token!r}") from None
+
+
+class ObjectStore:
+    """Kubernetes object semantics on top of a :class:`kcore.store.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- keys and encoding ---------------------------------------------------------------
+
+    @staticmethod
+    def prefix(info: ResourceInfo, namespace: str | None) -> str:
+        base = f"/registry/{info.group or 'core'}/{info.plural}/"
+        if info.namespaced and namespace:
+            base += f"{namespace}/"
+        return base
+
+    def key(self, info: ResourceInfo, namespace: str | None, name: str) -> str:
+        return self.prefix(info, namespace if info.namespaced else None) + name
+
+    @staticmethod
+    def _decode(kv: KeyValue) -> dict[str, Any]:
+        obj = _json_decode(kv.value)
+        obj["metadata"]["resourceVersion"] = str(kv.revision)
+        return obj
+
+    @staticmethod
+    def _encode(obj: Mapping[str, Any]) -> bytes:
+        meta = obj.get("metadata") or {}
+        if "resourceVersion" in meta:
+            obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
+        return _json_encode(obj)
+
+    # -- the typed round trip -------------------------------------------------------------
+
+    def _normalize(
+        self, info: ResourceInfo, body: Mapping[str, Any], *, strict: bool, old: Any = None
+    ) -> dict[str, Any]:
+        """Decode into the typed model, default and validate; return the plain dict."""
+        obj = api.decode(dict(body), into=info.type, strict=strict)
+        api.apply_defaults(obj)
+        api.validate(obj, require_namespace=info.namespaced)
+        if old is not None:
+            api.validate_update(obj, api.decode(old, into=info.type))
+        return api.to_dict(obj)
+
+    @staticmethod
+    def _check_identity(info: ResourceInfo, body: Mapping[str, Any]) -> None:
+        if not isinstance(body, Mapping):
+            raise BadRequest("the body must be a JSON object")
+        kind = body.get("kind")
+        version = body.get("apiVersion")
+        if kind not in (None, "", info.kind) or version not in (None, "", info.api_version):
+            raise BadRequest(
+                f"the body is {version or '?'}/{kind or '?'}, "
+                f"but the request is for {info.api_version} {info.kind}"
+            )
+
+    @staticmethod
+    def _check_namespace(info: ResourceInfo, namespace: str | None, meta: dict[str, Any]) -> None:
+        if not info.namespaced:
+            meta.pop("namespace", None)
+            return
+        given = meta.get("namespace")
+        if given and given != namespace:
+            raise BadRequest(
+                "the namespace of the provided object does not match the namespace sent "
+                "on the request"
+            )
+        meta["namespace"] = namespace
+
+    async def _require_namespace(self, info: ResourceInfo, namespace: str | None) -> None:
+        if not info.namespaced:
+            return
+        from kcore.api.registry import by_resource
+
+        ns_info = by_resource("", "v1", "namespaces")
+        assert ns_info is not None
+        try:
+            kv = await self.store.get(self.key(ns_info, None, namespace or ""))
+        except NotFound:
+            raise not_found(ns_info, namespace or "") from None
+        ns = self._decode(kv)
+        if (ns.get("metadata") or {}).get("deletionTimestamp"):
+            raise with_details(
+                KcoreErrorForbidden(
+                    f'{info.plural} "{namespace}" is forbidden: unable to create new content '
+                    f"in namespace {namespace} because it is being terminated"
+                ),
+                info,
+                namespace,
+            )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, info: ResourceInfo, namespace: str | None, name: str) -> dict[str, Any]:
+        try:
+            kv = await self.store.get(self.key(info, namespace, name))
+        except NotFound:
+            raise not_found(info, name) from None
+        return self._decode(kv)
+
+    async def list(
+        self, info: ResourceInfo, namespace: str | None, options: ListOptions = ListOptions()
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """Return ``(items, revision, continue token or None)``."""
+        prefix = self.prefix(info, namespace)
+        revision: int | None = None
+        start_after: str | None = None
+        if options.continue_token:
+            revision, start_after = decode_continue(options.continue_token)
+        elif options.exact:
+            revision = _parse_rv(options.resource_version)
+        name = _exact(options, "metadata.name")
+        if name is not None and start_after is None:
+            # kubectl delete and describe narrow by name: read one key, not the whole prefix.
+            items: list[dict[str, Any]] = []
+            if not info.namespaced or namespace is not None:
+                try:
+                    kv = await self.store.get(self.key(info, namespace, name))
+                    obj = self._decode(kv)
+                    if options.matches(info.kind, obj):
+                        items.append(obj)
+                except NotFound:
+                    pass
+                return items, await self.store.current_revision(), None
+        items = []
+        limit = options.limit if options.limit and options.limit > 0 else None
+        try:
+            while True:
+                page = await self.store.list(
+                    prefix,
+                    revision=revision,
+                    limit=(limit - len(items)) if limit else None,
+                    start_after=start_after,
+                )
+                revision = page.revision
+                for kv in page.items:
+                    obj = self._decode(kv)
+                    if options.matches(info.kind, obj):
+                        items.append(obj)
+                if not page.more:
+                    return items, revision, None
+                start_after = page.items[-1].key
+                if limit and len(items) >= limit:
+                    return items, revision, encode_continue(revision, start_after)
+        except Expired:
+            raise Expired(
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter."
+                if options.continue_token
+                else f"too old resource version: {revision}"
+            ) from None
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        body: Mapping[str, Any],
+        *,
+        strict: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        self._check_identity(info, body)
+        body = copy.deepcopy(dict(body))
+        meta = body.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise BadRequest("metadata must be an object")
+        self._check_namespace(info, namespace, meta)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(
+                secrets.choice(GENERATE_NAME_CHARS) for _ in range(5)
+            )
+        for field in ("resourceVersion", "uid", "deletionTimestamp", "deletionGracePeriodSeconds"):
+            meta.pop(field, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = _timestamp()
+        meta["generation"] = 1
+        body["apiVersion"], body["kind"] = info.api_version, info.kind
+        if info.kind == "Pod":
+            status = body.setdefault("status", {}) or {}
+            body["status"] = {"phase": "Pending", "qosClass": status.get("qosClass")}
+        obj = self._normalize(info, body, strict=strict)
+        if info.kind == "Job":
+            job = api.decode(obj, into=info.type)
+            api.generate_job_selector(job)
+            obj = api.to_dict(job)
+        await self._require_namespace(info, namespace)
+        name = obj["metadata"]["name"]
+        key = self.key(info, namespace, name)
+        if dry_run:
+            try:
+                await self.store.get(key)
+            except NotFound:
+                return obj
+            raise self._exists(info, name)
+        try:
+            kv = await self.store.create(key, self._encode(obj))
+        except AlreadyExists:
+            raise self._exists(info, name) from None
+        obj["metadata"]["resourceVersion"] = str(kv.revision)
+        return obj
+
+    @staticmethod
+    def _exists(info: ResourceInfo, name: str) -> AlreadyExists:
+        label = f"{info.plural}.{info.group}" if info.group else info.plural
+        return with_details(AlreadyExists(f'{label} "{name}" already exists'), info, name)  # type: ignore[return-value]
+
+    async def update(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        subresource: str | None = None,
+        strict: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """PUT: replace the object; a stale ``metadata.resourceVersion`` is a Conflict and an
+        empty one means "whatever is current"."""
+        self._check_identity(info, body)
+        meta = body.get("metadata") or {}
+        if meta.get("name") not in (None, name):
+            raise BadRequest(
+                f"the name of the object ({meta.get('name')}) does not match the name on the "
+                f"URL ({name})"
+            )
+        expected = _parse_rv(meta["resourceVersion"]) if meta.get("resourceVersion") else None
+
+        def change(old: dict[str, Any]) -> dict[str, Any]:
+            return copy.deepcopy(dict(body))
+
+        return await self._update(
+            info,
+            namespace,
+            name,
+            change,
+            expected=expected,
+            subresource=subresource,
+            strict=strict,
+            dry_run=dry_run,
+        )
+
+    async def patch(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        strict: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        kind = PATCH_TYPES[patch_type]
+        if kind == "apply":
+            if not isinstance(patch, Mapping):
+                raise BadRequest("an apply patch must be an object")
+            try:
+                await self.get(info, namespace, name)
+            except NotFound:
+                body = dict(patch)
+                body.setdefault("metadata", {}).setdefault("name", name)
+                return await self.create(info, namespace, body, strict=strict, dry_run=dry_run)
+
+        def change(old: dict[str, Any]) -> dict[str, Any]:
+            if kind == "json":
+                new = apply_json_patch(old, patch)
+            elif kind == "merge":
+                new = apply_merge_patch(old, patch)
+            else:
+                if not isinstance(patch, Mapping):
+                    raise BadRequest("a strategic merge patch must be an object")
+                new = apply_strategic_merge_patch(old, patch, info.kind)
+            if not isinstance(new, dict):
+                raise BadRequest("the patch does not give an object")
+            return new
+
+        return await self._update(
+            info,
+            namespace,
+            name,
+            change,
+            expected=None,
+            subresource=subresource,
+            strict=strict,
+            dry_run=dry_run,
+            patch_may_set_rv=True,
+        )
+
+    async def _update(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        change: Any,
+        *,
+        expected: int | None,
+        subresource: str | None,
+        strict: bool,
+        dry_run: bool,
+        patch_may_set_rv: bool = False,
+        check_update: bool = True,
+    ) -> dict[str, Any]:
+        key = self.key(info, namespace, name)
+        for _attempt in range(20):
+            try:
+                kv = await self.store.get(key)
+            except NotFound:
+                raise not_found(info, name) from None
+            if expected is not None and expected != kv.revision:
+                raise conflict(info, name)
+            old = self._decode(kv)
+            new = change(copy.deepcopy(old))
+            new_meta = new.get("metadata")
+            if not isinstance(new_meta, dict):
+                raise BadRequest("metadata must be an object")
+            if patch_may_set_rv:
+                rv = new_meta.get("resourceVersion")
+                if rv and rv != old["metadata"]["resourceVersion"]:
+                    raise conflict(info, name)
+            new = self._merge_for_update(info, old, new, subresource)
+            self._check_namespace(info, namespace, new["metadata"])
+            obj = self._normalize(
+                info, new, strict=strict, old=_without_rv(old) if check_update else None
+            )
+            if _same(obj, old):
+                return old
+            if _spec_changed(old, obj):
+                obj["metadata"]["generation"] = int(old["metadata"].get("generation") or 1) + 1
+            if dry_run:
+                obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+                return obj
+            if (
+                obj["metadata"].get("deletionTimestamp")
+                and not obj["metadata"].get("finalizers")
+                and old["metadata"].get("finalizers")
+            ):
+                # The last finalizer is gone: the deletion completes now.
+                try:
+                    gone = await self.store.delete(key, expected_revision=kv.revision)
+                except Conflict:
+                    if expected is not None:
+                        raise conflict(info, name) from None
+                    continue
+                obj["metadata"]["resourceVersion"] = str(gone.revision)
+                return obj
+            try:
+                stored = await self.store.update(
+                    key, self._encode(obj), expected_revision=kv.revision
+                )
+            except Conflict:
+                if expected is not None:
+                    raise conflict(info, name) from None
+                continue
+            except NotFound:
+                raise not_found(info, name) from None
+            obj["metadata"]["resourceVersion"] = str(stored.revision)
+            return obj
+        raise conflict(info, name, "too many concurrent writers; try again")
+
+    async def bind(
+        self, info: ResourceInfo, namespace: str | None, name: str, node: str
+    ) -> dict[str, Any]:
+        """``pods/binding``: set ``spec.nodeName`` once (the only way it may change)."""
+
+        def change(old: dict[str, Any]) -> dict[str, Any]:
+            if (old.get("spec") or {}).get("nodeName"):
+                raise conflict(info, name, f"pod {name} is already assigned to node")
+            old.setdefault("spec", {})["nodeName"] = node
+            return old
+
+        return await self._update(
+            info,
+            namespace,
+            name,
+            change,
+            expected=None,
+            subresource=None,
+            strict=False,
+            dry_run=False,
+            check_update=False,
+        )
+
+    @staticmethod
+    def _merge_for_update(
+        info: ResourceInfo, old: dict[str, Any], new: dict[str, Any], subresource: str | None
+    ) -> dict[str, Any]:
+        """Keep what the caller may not change: identity and system metadata always; the
+        status on a main-resource write and everything but the status on a status write."""
+        has_status = info.subresource("status") is not None
+        if subresource == "status":
+            merged = copy.deepcopy(old)
+            merged["status"] = new.get("status")
+            meta = new.get("metadata") or {}
+            # A status write may still carry labels, annotations and the like? Kubernetes
+            # keeps the old metadata except for what the status strategy allows: nothing.
+            merged["metadata"]["resourceVersion"] = meta.get(
+                "resourceVersion", old["metadata"]["resourceVersion"]
+            )
+            return merged
+        merged = new
+        merged["apiVersion"], merged["kind"] = info.api_version, info.kind
+        meta = merged["metadata"]
+        for field in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
+            if old["metadata"].get(field) is not None:
+                meta[field] = old["metadata"][field]
+            else:
+                meta.pop(field, None)
+        meta["name"] = old["metadata"]["name"]
+        if has_status:
+            if "status" in old:
+                merged["status"] = old["status"]
+            else:
+                merged.pop("status", None)
+        return merged
+
+    async def delete(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
+        """Delete, honouring preconditions, grace periods and finalizers. Returns the
+        object and whether it is gone now (``False``: it waits for finalizers or for its
+        node agent to stop its containers)."""
+        options = options or {}
+        key = self.key(info, namespace, name)
+        pre = options.get("preconditions") or {}
+        for _attempt in range(20):
+            try:
+                kv = await self.store.get(key)
+            except NotFound:
+                raise not_found(info, name) from None
+            obj = self._decode(kv)
+            meta = obj["metadata"]
+            if pre.get("uid") and pre["uid"] != meta.get("uid"):
+                raise conflict(
+                    info,
+                    name,
+                    f"Precondition failed: UID in precondition: {pre['uid']}, "
+                    f"UID in object meta: {meta.get('uid')}",
+                )
+            if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
+                raise conflict(
+                    info,
+                    name,
+                    "Precondition failed: ResourceVersion in precondition: "
+                    f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                    f"{meta['resourceVersion']}",
+                )
+            finalizers = list(meta.get("finalizers") or [])
+            policy = options.get("propagationPolicy")
+            if policy == "Foreground" and "foregroundDeletion" not in finalizers:
+                finalizers.append("foregroundDeletion")
+            elif policy == "Orphan" and "orphan" not in finalizers:
+                finalizers.append("orphan")
+            grace = _grace_period(info, obj, options)
+            if not finalizers and grace == 0:
+                if dry_run:
+                    return obj, True
+                try:
+                    gone = await self.store.delete(key, expected_revision=kv.revision)
+                except Conflict:
+                    continue
+                except NotFound:
+                    raise not_found(info, name) from None
+                obj["metadata"]["resourceVersion"] = str(gone.revision)
+                return obj, True
+            if meta.get("deletionTimestamp"):
+                return obj, False
+            meta["deletionTimestamp"] = _timestamp()
+            meta["deletionGracePeriodSeconds"] = grace
+            meta["finalizers"] = finalizers
+            if dry_run:
+                return obj, False
+            try:
+                stored = await self.store.update(
+                    key, self._encode(obj), expected_revision=kv.revision
+                )
+            except Conflict:
+                continue
+            obj["metadata"]["resourceVersion"] = str(stored.revision)
+            return obj, False
+        raise conflict(info, name, "too many concurrent writers; try again")
+
+    # -- watch ---------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        options: ListOptions,
+        *,
+        send_initial: bool,
+    ) -> AsyncIterator[WatchItem]:
+        """Events after ``options.resource_version``; with ``send_initial`` (no or "0"
+        resourceVersion) first a synthetic ADDED per current object. Events are filtered by
+        the selectors the Kubernetes way: an object that starts matching arrives as ADDED,
+        one that stops matching as DELETED."""
+        prefix = self.prefix(info, namespace)
+        if send_initial:
+            items, revision, _ = await self.list(
+                info, namespace, ListOptions(options.label_selector, options.field_selector)
+            )
+            for obj in items:
+                yield WatchItem("ADDED", obj, int(obj["metadata"]["resourceVersion"]))
+        else:
+            revision = _parse_rv(options.resource_version)
+        events = self.store.watch(prefix, after_revision=revision)
+        try:
+            async for event in events:
+                obj = _json_decode(event.kv.value)
+                obj["metadata"]["resourceVersion"] = str(event.kv.revision)
+                matches = options.matches(info.kind, obj)
+                prev_matches = False
+                if event.prev is not None:
+                    prev_matches = options.matches(info.kind, _json_decode(event.prev.value))
+                if event.type is EventType.DELETED:
+                    kind = "DELETED" if matches else None
+                elif event.type is EventType.ADDED:
+                    kind = "ADDED" if matches else None
+                elif matches:
+                    kind = "MODIFIED" if prev_matches else "ADDED"
+                else:
+                    kind = "DELETED" if prev_matches else None
+                if kind is not None:
+                    yield WatchItem(kind, obj, event.kv.revision)
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+class KcoreErrorForbidden(KcoreError):
+    code = 403
+    reason = "Forbidden"
+
+
+def _exact(options: ListOptions, field: str) -> str | None:
+    if options.field_selector is None:
+        return None
+    return options.field_selector.requires_exact_match(field)
+
+
+def _parse_rv(value: str | None) -> int:
+    try:
+        rv = int(value or "0")
+        if rv < 0:
+            raise ValueError
+        return rv
+    except ValueError:
+        raise BadRequest(f"invalid resource version {value!r}") from None
+
+
+def _timestamp() -> str:
+    return now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    out["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+    return out
+
+
+def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    return _without_rv(new) == _without_rv(old)
+
+
+def _spec_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    ignore = {"metadata", "status", "apiVersion", "kind"}
+    keys = (set(old) | set(new)) - ignore
+    return any(old.get(k) != new.get(k) for k in keys)
+
+
+def _grace_period(info: ResourceInfo, obj: dict[str, Any], options: Mapping[str, Any]) -> int:
+    """Only pods bound to a node wait: their node agent stops the containers first."""
+    if info.kind != "Pod":
+        return 0
+    given = options.get("gracePeriodSeconds")
+    spec = obj.get("spec") or {}
+    if not spec.get("nodeName"):
+        return 0
+    phase = (obj.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):
+        return 0
+    if given is not None:
+        return max(int(given), 0)
+    return int(spec.get("terminationGracePeriodSeconds") or 30)
+
+
+def validate_resource_name(info: ResourceInfo, name: str) -> None:
+    if not name or "/" in name or name in (".", ".."):
+        raise Invalid(f'{info.kind} "{name}" is invalid: metadata.name: Invalid value')

@@ -1,0 +1,654 @@
+"""The HTTP face of the API: routes, discovery, content negotiation, watch streams and
+``Status`` errors, on aiohttp. The semantics live in :mod:`kcore.apiserver.objects`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+from aiohttp import web
+
+import kcore
+from kcore import api
+from kcore.api.registry import RESOURCES, ResourceInfo, by_resource, group_versions, resources_in
+from kcore.apiserver.objects import (
+    PATCH_TYPES,
+    RETURNS_DELETED_OBJECT,
+    ListOptions,
+    ObjectStore,
+    not_found,
+    with_details,
+)
+from kcore.errors import BadRequest, Expired, KcoreError, NotFound
+from kcore.selectors import parse_field_selector, parse_label_selector
+
+log = structlog.get_logger("kcore.apiserver")
+
+MAX_BODY = 3 * 1024 * 1024
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+# `GET /openapi/v2` answered with the protobuf of Document{swagger: "2.0"}: kubectl then
+# skips client-side validation (see shared/reference/k8s-api.md, OpenAPI).
+OPENAPI_V2_PROTOBUF = bytes.fromhex("0a03322e30")
+ANONYMOUS_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
+
+
+class MethodNotAllowed(KcoreError):
+    code = 405
+    reason = "MethodNotAllowed"
+
+
+class UnsupportedMediaType(KcoreError):
+    code = 415
+    reason = "UnsupportedMediaType"
+
+
+class RequestEntityTooLarge(KcoreError):
+    code = 413
+    reason = "RequestEntityTooLarge"
+
+
+class Unauthorized(KcoreError):
+    code = 401
+    reason = "Unauthorized"
+
+
+def status_body(error: KcoreError) -> dict[str, Any]:
+    details = dict(getattr(error, "details", None) or {})
+    causes = [
+        {k: v for k, v in (("reason", c.reason), ("message", c.message), ("field", c.field)) if v}
+        for c in getattr(error, "causes", ())
+    ]
+    if causes:
+        details["causes"] = causes
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": str(error),
+        "reason": error.reason,
+        "code": error.code,
+    }
+    details = {k: v for k, v in details.items() if v}
+    if details:
+        body["details"] = details
+    return body
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(body), status=status, content_type="application/json")
+
+
+def error_response(error: KcoreError) -> web.Response:
+    return json_response(status_body(error), status=error.code)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a resource path names."""
+
+    info: ResourceInfo
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+class APIServer:
+    """Builds the aiohttp application for one :class:`ObjectStore`."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        *,
+        token: str | None = None,
+        server_address: str = "",
+        watch_timeout: tuple[int, int] = (1800, 3600),
+    ) -> None:
+        self.objects = objects
+        self.token = token
+        self.server_address = server_address
+        self.watch_timeout = watch_timeout
+        self.stopping = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
+        r = app.router
+        r.add_get("/version", self.version)
+        for path in ("/healthz", "/livez", "/readyz"):
+            r.add_get(path, self.health)
+        r.add_get("/api", self.core_versions)
+        r.add_get("/apis", self.group_list)
+        r.add_get("/openapi/v2", self.openapi_v2)
+        r.add_route("*", "/api/{version}", self.resource_list_or_path)
+        r.add_route("*", "/api/{version}/{tail:.*}", self.resource_path)
+        r.add_route("*", "/apis/{group}/{version}", self.resource_list_or_path)
+        r.add_route("*", "/apis/{group}/{version}/{tail:.*}", self.resource_path)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.stopping.set()
+
+    # -- middleware: authentication and errors --------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            if self.token is not None and request.path not in ANONYMOUS_PATHS:
+                given = request.headers.get("Authorization", "")
+                scheme, _, value = given.partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    value.strip().encode(), self.token.encode()
+                ):
+                    raise Unauthorized("Unauthorized")
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                return error_response(NotFound("the server could not find the requested resource"))
+            if exc.status == 405:
+                return error_response(MethodNotAllowed(f"{request.method} is not allowed here"))
+            if exc.status == 413:
+                return error_response(
+                    RequestEntityTooLarge(f"the request body is larger than {MAX_BODY} bytes")
+                )
+            raise
+        except KcoreError as exc:
+            return error_response(exc)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("request failed", path=request.path, method=request.method)
+            return error_response(KcoreError(f"internal error: {type(exc).__name__}"))
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    async def version(self, request: web.Request) -> web.Response:
+        return json_response(
+            {
+                "major": "1",
+                "minor": "30",
+                "gitVersion": f"v1.30.0-kcore.{kcore.__version__}",
+                "gitCommit": "kcore",
+                "gitTreeState": "clean",
+                "buildDate": "2026-11-27T00:00:00Z",
+                "goVersion": "python",
+                "compiler": "cpython",
+                "platform": "linux/amd64",
+            }
+        )
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def core_versions(self, request: web.Request) -> web.Response:
+        return json_response(
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {
+                        "clientCIDR": "0.0.0.0/0",
+                        "serverAddress": self.server_address or request.host,
+                    }
+                ],
+            }
+        )
+
+    async def group_list(self, request: web.Request) -> web.Response:
+        groups = []
+        for gv in group_versions():
+            group, version = gv.split("/")
+            entry = {"groupVersion": gv, "version": version}
+            groups.append({"name": group, "versions": [entry], "preferredVersion": entry})
+        return json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+
+    async def openapi_v2(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=OPENAPI_V2_PROTOBUF,
+            content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        )
+
+    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
+        resources = []
+        for info in resources_in(group, version):
+            resources.append(
+                {
+                    "name": info.plural,
+                    "singularName": info.singular,
+                    "namespaced": info.namespaced,
+                    "kind": info.kind,
+                    "verbs": list(info.verbs),
+                    **({"shortNames": list(info.short_names)} if info.short_names else {}),
+                    **({"categories": list(info.categories)} if info.categories else {}),
+                }
+            )
+            for sub in info.subresources:
+                entry = {
+                    "name": f"{info.plural}/{sub.name}",
+                    "singularName": "",
+                    "namespaced": info.namespaced,
+                    "kind": sub.kind,
+                    "verbs": list(sub.verbs),
+                }
+                if sub.group is not None:
+                    entry["group"], entry["version"] = sub.group, sub.version
+                resources.append(entry)
+        gv = f"{group}/{version}" if group else version
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": gv,
+            "resources": resources,
+        }
+
+    async def resource_list_or_path(self, request: web.Request) -> web.StreamResponse:
+        group = request.match_info.get("group", "")
+        version = request.match_info["version"]
+        if not resources_in(group, version):
+            raise NotFound("the server could not find the requested resource")
+        if request.method != "GET":
+            raise MethodNotAllowed(f"{request.method} is not allowed on a group version")
+        return json_response(self._resource_list(group, version))
+
+    # -- resources ------------------------------------------------------------------------------
+
+    def _target(self, request: web.Request) -> Target:
+        group = request.match_info.get("group", "")
+        version = request.match_info["version"]
+        parts = [p for p in request.match_info["tail"].split("/") if p != ""]
+        namespace: str | None = None
+        if len(parts) >= 3 and parts[0] == "namespaces":
+            ns_info = by_resource(group, version, "namespaces")
+            if not (len(parts) == 3 and ns_info is not None and ns_info.subresource(parts[2])):
+                namespace, parts = parts[1], parts[2:]
+        if not parts or len(parts) > 3:
+            raise NotFound("the server could not find the requested resource")
+        info = by_resource(group, version, parts[0])
+        if info is None:
+            raise NotFound("the server could not find the requested resource")
+        if namespace is not None and not info.namespaced:
+            raise NotFound("the server could not find the requested resource")
+        name = parts[1] if len(parts) > 1 else None
+        sub = parts[2] if len(parts) > 2 else None
+        if sub is not None and info.subresource(sub) is None:
+            raise NotFound("the server could not find the requested resource")
+        return Target(info, namespace, name, sub)
+
+    async def resource_path(self, request: web.Request) -> web.StreamResponse:
+        t = self._target(request)
+        method = request.method
+        q = request.query
+        dry_run = q.get("dryRun") == "All"
+        strict = q.get("fieldValidation") == "Strict"
+        if t.name is None:
+            if method == "GET":
+                if q.get("watch") in ("true", "1"):
+                    return await self._watch(request, t)
+                return await self._list(request, t)
+            if method == "POST":
+                if t.info.namespaced and t.namespace is None:
+                    raise MethodNotAllowed("create needs a namespace in the path")
+                body = await self._body(request)
+                obj = await self.objects.create(
+                    t.info, t.namespace, body, strict=strict, dry_run=dry_run
+                )
+                return self._object_response(request, t.info, obj, 201)
+            if method == "DELETE":
+                return await self._delete_collection(request, t, dry_run)
+            raise MethodNotAllowed(f"{method} is not allowed on a collection")
+        if t.info.namespaced and t.namespace is None:
+            raise NotFound("the server could not find the requested resource")
+        if t.subresource == "scale":
+            return await self._scale(request, t, dry_run)
+        if t.subresource in ("log", "exec", "attach", "binding", "portforward", "proxy"):
+            if t.subresource == "binding" and method == "POST":
+                return await self._binding(request, t)
+            raise MethodNotAllowed(
+                f"{t.info.plural}/{t.subresource} needs a node agent, which is not running"
+            )
+        if method == "GET":
+            obj = await self.objects.get(t.info, t.namespace, t.name)
+            return self._object_response(request, t.info, obj)
+        if method == "PUT":
+            body = await self._body(request)
+            obj = await self.objects.update(
+                t.info,
+                t.namespace,
+                t.name,
+                body,
+                subresource=t.subresource,
+                strict=strict,
+                dry_run=dry_run,
+            )
+            return self._object_response(request, t.info, obj)
+        if method == "PATCH":
+            patch_type = _media_type(request)
+            if patch_type not in PATCH_TYPES:
+                raise UnsupportedMediaType(
+                    f"the body of the request was in an unknown format - accepted media types "
+                    f"include: {', '.join(PATCH_TYPES)}"
+                )
+            patch = await self._body(request, allow_list=True)
+            obj = await self.objects.patch(
+                t.info,
+                t.namespace,
+                t.name,
+                patch_type,
+                patch,
+                subresource=t.subresource,
+                strict=strict,
+                dry_run=dry_run,
+            )
+            return self._object_response(request, t.info, obj)
+        if method == "DELETE":
+            if t.subresource:
+                raise MethodNotAllowed("delete is not allowed on a subresource")
+            options = await self._body(request, optional=True) or {}
+            if "gracePeriodSeconds" in q:
+                options["gracePeriodSeconds"] = _int(q["gracePeriodSeconds"], "gracePeriodSeconds")
+            if "propagationPolicy" in q:
+                options["propagationPolicy"] = q["propagationPolicy"]
+            obj, gone = await self.objects.delete(
+                t.info, t.namespace, t.name, options, dry_run=dry_run
+            )
+            if gone and t.info.kind not in RETURNS_DELETED_OBJECT:
+                return json_response(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            "name": t.name,
+                            **({"group": t.info.group} if t.info.group else {}),
+                            "kind": t.info.plural,
+                            "uid": obj["metadata"].get("uid"),
+                        },
+                    }
+                )
+            return self._object_response(request, t.info, obj)
+        raise MethodNotAllowed(f"{method} is not allowed")
+
+    async def _body(
+        self, request: web.Request, *, optional: bool = False, allow_list: bool = False
+    ) -> Any:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise RequestEntityTooLarge(f"the request body is larger than {MAX_BODY} bytes")
+        raw = await request.read()
+        if not raw.strip():
+            if optional:
+                return None
+            raise BadRequest("the request body is empty")
+        media = _media_type(request)
+        if media in ("application/yaml", "application/apply-patch+yaml") or media.endswith("+yaml"):
+            body = api.codec.load_yaml(raw)
+        elif media in ("", "application/json", "*/*") or media in PATCH_TYPES:
+            try:
+                body = _decode(raw)
+            except msgspec.DecodeError as exc:
+                raise BadRequest(f"malformed JSON: {exc}") from None
+        else:
+            raise UnsupportedMediaType(f"the body of the request was in an unknown format: {media}")
+        if isinstance(body, list) and allow_list:
+            return body
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        return body
+
+    def _object_response(
+        self, request: web.Request, info: ResourceInfo, obj: dict[str, Any], status: int = 200
+    ) -> web.Response:
+        if _wants_table(request):
+            return json_response(
+                self._table(info, [obj], obj["metadata"]["resourceVersion"]), status
+            )
+        return json_response(obj, status)
+
+    def _table(self, info: ResourceInfo, items: list[dict[str, Any]], rv: str) -> dict[str, Any]:
+        from kcore.apiserver.tables import to_table
+
+        return to_table(info.kind, items, resource_version=rv)
+
+    def _list_options(self, request: web.Request, info: ResourceInfo) -> ListOptions:
+        q = request.query
+        label = parse_label_selector(q.get("labelSelector")) if q.get("labelSelector") else None
+        field = None
+        if q.get("fieldSelector"):
+            field = parse_field_selector(q["fieldSelector"]).check_supported(info.kind)
+        limit = _int(q["limit"], "limit") if q.get("limit") else None
+        return ListOptions(
+            label_selector=label,
+            field_selector=field,
+            limit=limit,
+            continue_token=q.get("continue") or None,
+            resource_version=q.get("resourceVersion"),
+            exact=q.get("resourceVersionMatch") == "Exact",
+        )
+
+    async def _list(self, request: web.Request, t: Target) -> web.Response:
+        options = self._list_options(request, t.info)
+        items, revision, token = await self.objects.list(t.info, t.namespace, options)
+        if _wants_table(request):
+            table = self._table(t.info, items, str(revision))
+            if token:
+                table["metadata"]["continue"] = token
+            return json_response(table)
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        if token:
+            meta["continue"] = token
+        return json_response(
+            {
+                "kind": t.info.list_kind,
+                "apiVersion": t.info.api_version,
+                "metadata": meta,
+                "items": items,
+            }
+        )
+
+    async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        options = self._list_options(request, t.info)
+        rv = options.resource_version
+        send_initial = rv in (None, "", "0")
+        timeout = (
+            _int(request.query["timeoutSeconds"], "timeoutSeconds")
+            if request.query.get("timeoutSeconds")
+            else random.randint(*self.watch_timeout)
+        )
+        bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
+        table = _wants_table(request)
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        events = self.objects.watch(t.info, t.namespace, options, send_initial=send_initial)
+        last_rv = rv or "0"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            next_event = asyncio.ensure_future(anext(events))
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                done, _ = await asyncio.wait(
+                    {next_event, stop},
+                    timeout=min(remaining, 60.0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stop in done:
+                    break
+                if next_event not in done:
+                    if bookmarks:
+                        await self._send(
+                            resp,
+                            "BOOKMARK",
+                            {
+                                "kind": t.info.kind,
+                                "apiVersion": t.info.api_version,
+                                "metadata": {"resourceVersion": last_rv},
+                            },
+                        )
+                    continue
+                try:
+                    item = next_event.result()
+                except StopAsyncIteration:
+                    break
+                except Expired as exc:
+                    await self._send(resp, "ERROR", status_body(exc))
+                    break
+                last_rv = str(item.revision)
+                obj = item.object
+                if table:
+                    obj = self._table(t.info, [obj], last_rv)
+                await self._send(resp, item.type, obj)
+                next_event = asyncio.ensure_future(anext(events))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            stop.cancel()
+            if not next_event.done():
+                next_event.cancel()
+                with contextlib.suppress(BaseException):
+                    await next_event
+            with contextlib.suppress(Exception):
+                await events.aclose()
+        try:
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        return resp
+
+    @staticmethod
+    async def _send(resp: web.StreamResponse, kind: str, obj: Mapping[str, Any]) -> None:
+        await resp.write(_encode({"type": kind, "object": obj}) + b"\n")
+
+    async def _delete_collection(
+        self, request: web.Request, t: Target, dry_run: bool
+    ) -> web.Response:
+        options = self._list_options(request, t.info)
+        items, _, _ = await self.objects.list(t.info, t.namespace, options)
+        body = await self._body(request, optional=True) or {}
+        for obj in items:
+            meta = obj["metadata"]
+            try:
+                await self.objects.delete(
+                    t.info, meta.get("namespace"), meta["name"], body, dry_run=dry_run
+                )
+            except NotFound:
+                pass
+        return json_response(
+            {
+                "kind": t.info.list_kind,
+                "apiVersion": t.info.api_version,
+                "metadata": {},
+                "items": items,
+            }
+        )
+
+    async def _scale(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+        obj = await self.objects.get(t.info, t.namespace, t.name)
+        if request.method == "GET":
+            return json_response(_scale_of(obj))
+        if request.method == "PUT":
+            scale = await self._body(request)
+        elif request.method == "PATCH":
+            patch_type = _media_type(request)
+            if patch_type not in PATCH_TYPES or PATCH_TYPES[patch_type] == "apply":
+                raise UnsupportedMediaType(f"unsupported patch type {patch_type!r} for scale")
+            from kcore.patch import apply_json_patch, apply_merge_patch
+
+            patch = await self._body(request, allow_list=True)
+            current = _scale_of(obj)
+            if PATCH_TYPES[patch_type] == "json":
+                scale = apply_json_patch(current, patch)
+            else:
+                scale = apply_merge_patch(current, patch)
+        else:
+            raise MethodNotAllowed(f"{request.method} is not allowed on scale")
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            from kcore.errors import FieldError, Invalid
+
+            raise Invalid(
+                f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: Invalid value: '
+                f"{replicas!r}: must be greater than or equal to 0",
+                [FieldError("spec.replicas", "must be greater than or equal to 0")],
+            )
+        rv = (scale.get("metadata") or {}).get("resourceVersion")
+        ops = [{"op": "add", "path": "/spec/replicas", "value": replicas}]
+        if rv:
+            ops.insert(0, {"op": "add", "path": "/metadata/resourceVersion", "value": rv})
+        updated = await self.objects.patch(
+            t.info, t.namespace, t.name, "application/json-patch+json", ops, dry_run=dry_run
+        )
+        return json_response(_scale_of(updated))
+
+    async def _binding(self, request: web.Request, t: Target) -> web.Response:
+        body = await self._body(request)
+        node = (body.get("target") or {}).get("name")
+        if not node:
+            raise BadRequest("a binding needs target.name")
+        await self.objects.bind(t.info, t.namespace, t.name, node)
+        return json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
+            201,
+        )
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    selector = (obj.get("spec") or {}).get("selector")
+    from kcore.selectors import from_label_selector_object
+
+    text = from_label_selector_object(selector).to_text() if selector is not None else ""
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": text},
+    }
+
+
+def _media_type(request: web.Request) -> str:
+    raw = request.headers.get("Content-Type", "")
+    return raw.split(";")[0].strip().lower()
+
+
+def _wants_table(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    for part in accept.split(","):
+        params = {p.strip() for p in part.split(";")[1:]}
+        if "as=Table" in params:
+            return True
+        if part.strip().split(";")[0] == "application/json":
+            return False
+    return False
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, got {value!r}") from None
+
+
+__all__ = ["RESOURCES", "APIServer", "not_found", "with_details"]

@@ -1,0 +1,91 @@
+"""The kcore daemon: the API server on the store slot, serving HTTPS with a bearer token
+for the admin user, and an admin kubeconfig written at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from kcore.apiserver.objects import ObjectStore
+from kcore.apiserver.server import APIServer
+from kcore.errors import AlreadyExists
+from kcore.plugin_host import PluginHost
+from kcore.settings import Settings
+
+log = structlog.get_logger("kcore.daemon")
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    bind_address: str = "127.0.0.1"
+    port: int = 6443
+    kubeconfig: Path | None = None
+
+
+async def bootstrap(objects: ObjectStore) -> None:
+    """Create the namespaces every cluster has, once."""
+    from kcore.api.registry import by_resource
+
+    info = by_resource("", "v1", "namespaces")
+    assert info is not None
+    for name in SYSTEM_NAMESPACES:
+        with contextlib.suppress(AlreadyExists):
+            await objects.create(info, None, {"metadata": {"name": name}})
+
+
+def _advertised_host(bind_address: str) -> str:
+    if bind_address in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return bind_address
+
+
+async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) -> None:
+    """Run until SIGTERM or SIGINT; end watch streams cleanly on the way out."""
+    from kcore.apiserver.pki import ensure_pki, write_kubeconfig
+
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = await host.store(settings)
+    runner: web.AppRunner | None = None
+    try:
+        objects = ObjectStore(store)
+        await bootstrap(objects)
+        advertised = _advertised_host(options.bind_address)
+        pki = ensure_pki(data_dir, hosts=[advertised, options.bind_address, socket.gethostname()])
+        server = APIServer(objects, token=pki.token)
+        runner = web.AppRunner(server.app(), shutdown_timeout=5, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, options.bind_address, options.port, ssl_context=pki.ssl_context()
+        )
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"https://{advertised}:{port}"
+        kubeconfig = options.kubeconfig or data_dir / "admin.kubeconfig"
+        write_kubeconfig(kubeconfig, server=url, ca_pem=pki.ca_pem, token=pki.token)
+        log.info("api server listening", url=url, kubeconfig=str(kubeconfig))
+        print(f"kcore API server listening on {url}", flush=True)
+        print(f"export KUBECONFIG={kubeconfig}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await store.close()
+
+
+def run(host: PluginHost, settings: Settings, options: DaemonOptions) -> None:
+    asyncio.run(serve(host, settings, options))

@@ -1,0 +1,153 @@
+"""Fixtures for the API server: in-process over HTTP (fast), and the real daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from kcore.apiserver.objects import ObjectStore
+from kcore.apiserver.server import APIServer
+from kcore.daemon import bootstrap
+from kcore.plugins.store_sqlite.backend import SqliteStore
+
+
+class Client:
+    """A thin JSON client over one aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def request(
+        self, method, path, body=None, *, content_type="application/json", raw=None, headers=None
+    ):
+        hdrs = dict(headers or {})
+        data = raw
+        if body is not None:
+            import json
+
+            data = json.dumps(body).encode()
+        if data is not None and content_type:
+            hdrs["Content-Type"] = content_type
+        skip = () if content_type else ("Content-Type",)
+        async with self.session.request(
+            method, self.base + path, data=data, headers=hdrs, skip_auto_headers=skip
+        ) as resp:
+            text = await resp.text()
+            import json
+
+            try:
+                payload = json.loads(text) if text else None
+            except ValueError:
+                payload = text
+            return resp.status, payload
+
+
+@pytest.fixture
+async def api(tmp_path):
+    store = SqliteStore(":memory:")
+    objects = ObjectStore(store)
+    await bootstrap(objects)
+    server = APIServer(objects, token="secret-token")
+    ts = TestServer(server.app())
+    await ts.start_server()
+    session = aiohttp.ClientSession(headers={"Authorization": "Bearer secret-token"})
+    try:
+        client = Client(session, str(ts.make_url("")).rstrip("/"))
+        client.store = store
+        yield client
+    finally:
+        await session.close()
+        await ts.close()
+        await store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, proc: subprocess.Popen, url: str, kubeconfig: Path, data_dir: Path):
+        self.proc = proc
+        self.url = url
+        self.kubeconfig = kubeconfig
+        self.data_dir = data_dir
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60):
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            env={**os.environ, "HOME": str(self.data_dir)},
+        )
+
+
+def start_daemon(data_dir: Path, *extra: str) -> Daemon:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KCORE_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kcore.cli",
+            "--log-format=json",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+            "daemon",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    url = kubeconfig = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("kcore API server listening on "):
+            url = line.split()[-1]
+        if line.startswith("export KUBECONFIG="):
+            kubeconfig = Path(line.strip().split("=", 1)[1])
+            break
+    if url is None or kubeconfig is None:
+        proc.kill()
+        raise RuntimeError(f"daemon did not start: {proc.stderr.read()}")
+    return Daemon(proc, url, kubeconfig, data_dir)
+
+
+def stop_daemon(daemon: Daemon) -> int:
+    daemon.proc.send_signal(signal.SIGTERM)
+    try:
+        return daemon.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        daemon.proc.kill()
+        daemon.proc.wait()
+        raise
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("kcore-data")
+    d = start_daemon(data_dir)
+    try:
+        yield d
+    finally:
+        stop_daemon(d)
