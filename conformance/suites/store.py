@@ -1,0 +1,1432 @@
+"""The store conformance suite: every promise of the store contract in ``kcore.store``.
+
+Subclass :class:`StoreConformance` in a ``test_*.py`` file and provide the store under test
+through the ``store_factory`` fixture (an async callable returning a new, empty store on
+each call). kcore's pytest plugin builds it from ``--kcore-plugin NAME``; override it to
+test a store class directly::
+
+    import pytest
+    from kcore.conformance.suites.store import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def store_factory(self, tmp_path):
+            async def make():
+                return MyStore(tmp_path / "db")
+            return make
+
+Each test gets its own store, writes only under a key prefix unique to the test, and
+deletes what it created when it ends (compaction, which cannot be undone, is the
+exception). The suite assumes nothing else writes to the store while a test runs; it does
+not assume that a new store is at revision 0 or that revisions grow by exactly one (a
+store on a shared etcd cluster shares its revisions). A capability the store does not
+declare in ``capabilities`` turns the tests that need it into skips naming it.
+
+The tests are plain synchronous functions (see :mod:`kcore.conformance.asyncsupport`), so
+the suite runs the same with pytest-asyncio in any mode, or without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import suppress
+from typing import Any, ClassVar
+
+import pytest
+
+from kcore.conformance.asyncsupport import add_finalizer, async_test
+from kcore.errors import AlreadyExists, Conflict, Expired, Invalid, NotFound
+from kcore.store import Capability, EventType, KeyValue, ListResult, WatchEvent
+
+EVENT_TIMEOUT = 10.0
+"""Seconds a watch may take to deliver an event the test knows is due."""
+
+KEY_ROOT = "/kcore-conformance/"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def require(store: Any, *capabilities: Capability) -> None:
+    """Skip the running test unless ``store`` declares every one of ``capabilities``."""
+    for cap in capabilities:
+        if cap not in store.capabilities:
+            pytest.skip(f"store lacks capability {cap.value}")
+
+
+def unique_prefix() -> str:
+    return f"{KEY_ROOT}{uuid.uuid4().hex[:12]}/"
+
+
+async def keyspace(store: Any) -> str:
+    """A key prefix unique to this test; what is left under it is deleted after the test."""
+    prefix = unique_prefix()
+    add_finalizer(lambda: delete_prefix(store, prefix))
+    return prefix
+
+
+async def delete_prefix(store: Any, prefix: str) -> None:
+    for kv in (await store.list(prefix)).items:
+        with suppress(NotFound):
+            await store.delete(kv.key)
+
+
+async def list_all(store: Any, prefix: str, **kwargs: Any) -> ListResult:
+    """``list`` that fails clearly when the store cuts the result short without a limit."""
+    result = await store.list(prefix, **kwargs)
+    assert not result.more, f"list({prefix!r}) without a limit said more=True"
+    return result
+
+
+def kv_view(kv: KeyValue | None) -> tuple[Any, ...] | None:
+    if kv is None:
+        return None
+    return (kv.key, bytes(kv.value), kv.revision, kv.create_revision)
+
+
+def event_view(event: WatchEvent) -> tuple[Any, ...]:
+    """What of an event the contract fixes: for ``DELETED``, the kv's key, last value and
+    the delete's revision (its create_revision is left to the store)."""
+    kv = event.kv
+    body = (
+        kv_view(kv) if event.type != EventType.DELETED else (kv.key, bytes(kv.value), kv.revision)
+    )
+    return (str(event.type), body, kv_view(event.prev))
+
+
+def assert_events(actual: Iterable[WatchEvent], expected: Iterable[WatchEvent], what: str) -> None:
+    got = [event_view(e) for e in actual]
+    want = [event_view(e) for e in expected]
+    if got == want:
+        return
+    lines = [f"{what}: the watch delivered other events than the writes made"]
+    for i in range(max(len(got), len(want))):
+        g = got[i] if i < len(got) else "<none>"
+        w = want[i] if i < len(want) else "<none>"
+        mark = "  " if g == w else "!="
+        lines.append(f"  {mark} #{i}: got {g}\n         expected {w}")
+    raise AssertionError("\n".join(lines))
+
+
+def assert_items(result: ListResult, expected: Iterable[KeyValue], what: str) -> None:
+    got = [kv_view(kv) for kv in result.items]
+    want = [kv_view(kv) for kv in sorted(expected, key=lambda kv: kv.key)]
+    assert got == want, f"{what}:\n  got      {got}\n  expected {want}"
+
+
+async def next_event(watch: AsyncIterator[WatchEvent], what: str = "watch") -> WatchEvent:
+    try:
+        return await asyncio.wait_for(anext(watch), EVENT_TIMEOUT)
+    except TimeoutError:
+        raise AssertionError(f"{what}: no event within {EVENT_TIMEOUT:g} s") from None
+    except StopAsyncIteration:
+        raise AssertionError(f"{what}: the watch ended while an event was due") from None
+
+
+async def read_until(
+    watch: AsyncIterator[WatchEvent], sentinel_key: str, what: str = "watch"
+) -> list[WatchEvent]:
+    """The events before the first one on ``sentinel_key`` (which the test writes last, so
+    every event before it must already be there: nothing missing, nothing extra)."""
+    events: list[WatchEvent] = []
+    while True:
+        try:
+            event = await asyncio.wait_for(anext(watch), EVENT_TIMEOUT)
+        except TimeoutError:
+            raise AssertionError(
+                f"{what}: waited {EVENT_TIMEOUT:g} s for the sentinel write; events so far: "
+                f"{[event_view(e) for e in events]}"
+            ) from None
+        except StopAsyncIteration:
+            raise AssertionError(f"{what}: the watch ended before the sentinel write") from None
+        if event.kv.key == sentinel_key:
+            return events
+        events.append(event)
+
+
+async def close_watch(watch: AsyncIterator[WatchEvent]) -> None:
+    aclose = getattr(watch, "aclose", None)
+    if aclose is not None:
+        await asyncio.wait_for(aclose(), EVENT_TIMEOUT)
+
+
+def open_watch(store: Any, prefix: str, after_revision: int) -> AsyncIterator[WatchEvent]:
+    """``store.watch``, closed after the test."""
+    watch = store.watch(prefix, after_revision=after_revision)
+    add_finalizer(lambda: close_watch(watch))
+    return watch
+
+
+async def assert_watch_expired(store: Any, prefix: str, after_revision: int) -> None:
+    """Starting the watch or taking its first event raises ``Expired``."""
+    watch = None
+    try:
+        with pytest.raises(Expired):
+            watch = store.watch(prefix, after_revision=after_revision)
+            event = await asyncio.wait_for(anext(watch), EVENT_TIMEOUT)
+            raise AssertionError(
+                f"watch(after_revision={after_revision}) yielded {event_view(event)} "
+                "instead of raising Expired"
+            )
+    except TimeoutError:
+        raise AssertionError(
+            f"watch(after_revision={after_revision}) neither raised Expired nor yielded "
+            f"anything within {EVENT_TIMEOUT:g} s"
+        ) from None
+    finally:
+        if watch is not None:
+            with suppress(Exception):
+                await close_watch(watch)
+
+
+class Writes:
+    """Writes through the store and remembers the watch events they must cause."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.events: list[WatchEvent] = []
+        self.latest: dict[str, KeyValue] = {}
+
+    async def create(self, key: str, value: bytes) -> KeyValue:
+        kv = await self.store.create(key, value)
+        self.events.append(WatchEvent(EventType.ADDED, kv, None))
+        self.latest[key] = kv
+        return kv
+
+    async def update(self, key: str, value: bytes, **kwargs: Any) -> KeyValue:
+        kv = await self.store.update(key, value, **kwargs)
+        self.events.append(WatchEvent(EventType.MODIFIED, kv, self.latest.get(key)))
+        self.latest[key] = kv
+        return kv
+
+    async def delete(self, key: str, **kwargs: Any) -> KeyValue:
+        kv = await self.store.delete(key, **kwargs)
+        self.events.append(WatchEvent(EventType.DELETED, kv, self.latest.pop(key, None)))
+        return kv
+
+    async def random_write(self, rng: random.Random, keys: list[str]) -> KeyValue:
+        key = rng.choice(keys)
+        if key not in self.latest:
+            return await self.create(key, rng.randbytes(rng.randint(0, 8)))
+        if rng.random() < 0.25:
+            return await self.delete(key)
+        return await self.update(key, rng.randbytes(rng.randint(0, 8)))
+
+    def after(self, revision: int, prefix: str = "") -> list[WatchEvent]:
+        return [e for e in self.events if e.revision > revision and e.kv.key.startswith(prefix)]
+
+
+# -- the suite ---------------------------------------------------------------------------------
+
+
+class StoreConformance:
+    """The store contract, one test per promise; each docstring quotes what it checks."""
+
+    model_settings: ClassVar[dict[str, Any]] = {"max_examples": 25, "stateful_step_count": 30}
+    """Hypothesis settings of :meth:`test_behaves_like_the_model`; a subclass may change
+    them (fewer examples for a slow store, ``phases`` without shrinking ...)."""
+
+    # -- create, get, update, delete ---------------------------------------------------------
+
+    @async_test
+    async def test_create_returns_value_and_new_revision(self, store: Any) -> None:
+        """Contract: "``create``: Store ``value`` under a new ``key``; return it with its
+        new revision." and "The revision of a write becomes the key's ``revision``"."""
+        p = await keyspace(store)
+        before = await store.current_revision()
+        kv = await store.create(p + "a", b"hello")
+        assert isinstance(kv, KeyValue), f"create returned {kv!r}, not a KeyValue"
+        assert (kv.key, bytes(kv.value)) == (p + "a", b"hello")
+        assert kv.revision > before, f"create got revision {kv.revision}, store was at {before}"
+        assert kv.create_revision == kv.revision, "a new key's create_revision is its revision"
+
+    @async_test
+    async def test_get_returns_current_value(self, store: Any) -> None:
+        """Contract: "``get``: Return the current value of ``key``"."""
+        p = await keyspace(store)
+        created = await store.create(p + "a", b"one")
+        assert kv_view(await store.get(p + "a")) == kv_view(created)
+        updated = await store.update(p + "a", b"two")
+        assert kv_view(await store.get(p + "a")) == kv_view(updated)
+
+    @async_test
+    async def test_values_are_opaque_bytes(self, store: Any) -> None:
+        """Contract: "values are opaque ``bytes``": empty, binary and large values come
+        back intact."""
+        p = await keyspace(store)
+        values = {
+            "empty": b"",
+            "binary": bytes(range(256)),
+            "nul": b"\x00a\x00",
+            "large": random.Random(1).randbytes(256 * 1024),
+        }
+        for name, value in values.items():
+            await store.create(p + name, value)
+        for name, value in values.items():
+            got = bytes((await store.get(p + name)).value)
+            assert got == value, f"value {name!r} came back changed ({len(got)} bytes)"
+
+    @async_test
+    async def test_create_on_existing_key_raises_already_exists(self, store: Any) -> None:
+        """Contract: "``create`` fails with AlreadyExists when the key holds a value"."""
+        p = await keyspace(store)
+        kv = await store.create(p + "a", b"first")
+        with pytest.raises(AlreadyExists):
+            await store.create(p + "a", b"second")
+        assert kv_view(await store.get(p + "a")) == kv_view(kv), "a failed create changed the key"
+
+    @async_test
+    async def test_get_missing_raises_not_found(self, store: Any) -> None:
+        """Contract: "``get``: Return the current value of ``key`` or raise ``NotFound``"."""
+        p = await keyspace(store)
+        with pytest.raises(NotFound):
+            await store.get(p + "missing")
+
+    @async_test
+    async def test_update_replaces_value_and_revision(self, store: Any) -> None:
+        """Contract: "``update``: Replace the value of an existing ``key``"; the write's revision
+        becomes the key's ``revision``."""
+        p = await keyspace(store)
+        old = await store.create(p + "a", b"one")
+        new = await store.update(p + "a", b"two")
+        assert (new.key, bytes(new.value)) == (p + "a", b"two")
+        assert new.revision > old.revision, f"update got {new.revision}, after {old.revision}"
+
+    @async_test
+    async def test_update_missing_raises_not_found(self, store: Any) -> None:
+        """Contract: "A missing key is NotFound (also with ``expected_revision=None``)"."""
+        p = await keyspace(store)
+        rev = await store.current_revision()
+        with pytest.raises(NotFound):
+            await store.update(p + "missing", b"x")
+        with pytest.raises(NotFound):
+            await store.update(p + "missing", b"x", expected_revision=max(rev, 1))
+        with pytest.raises(NotFound):
+            await store.get(p + "missing")
+
+    @async_test
+    async def test_delete_returns_last_value_with_delete_revision(self, store: Any) -> None:
+        """Contract: "``delete``: Delete ``key``; return its last value with the revision of the
+        delete"."""
+        p = await keyspace(store)
+        await store.create(p + "a", b"one")
+        last = await store.update(p + "a", b"two")
+        gone = await store.delete(p + "a")
+        assert (gone.key, bytes(gone.value)) == (p + "a", b"two")
+        assert gone.revision > last.revision, (
+            f"delete returned revision {gone.revision}, the key's last write was {last.revision}"
+        )
+        assert gone.revision == await store.current_revision(), "delete's revision is not current"
+        with pytest.raises(NotFound):
+            await store.get(p + "a")
+
+    @async_test
+    async def test_delete_missing_raises_not_found(self, store: Any) -> None:
+        """Contract: "A missing key is NotFound (also with ``expected_revision=None``)": deleting a
+        key that never existed, or twice, fails the same way."""
+        p = await keyspace(store)
+        with pytest.raises(NotFound):
+            await store.delete(p + "never")
+        kv = await store.create(p + "a", b"x")
+        await store.delete(p + "a")
+        with pytest.raises(NotFound):
+            await store.delete(p + "a")
+        with pytest.raises(NotFound):
+            await store.delete(p + "a", expected_revision=kv.revision)
+
+    @async_test
+    async def test_deleted_key_can_be_created_again(self, store: Any) -> None:
+        """Contract: "``create`` fails with AlreadyExists when the key holds a value": only then."""
+        p = await keyspace(store)
+        await store.create(p + "a", b"one")
+        await store.delete(p + "a")
+        again = await store.create(p + "a", b"two")
+        assert bytes((await store.get(p + "a")).value) == b"two"
+        assert again.create_revision == again.revision
+
+    @async_test
+    async def test_keys_may_hold_any_characters(self, store: Any) -> None:
+        """Contract: "Keys are ``str``": keys with spaces, quotes, wildcards and non-ASCII work."""
+        p = await keyspace(store)
+        names = [
+            "with space",
+            "quote'\"",
+            "wild_%*?[]",
+            "back\\slash",
+            "ümlaut",
+            "emoji-\U0001f600",
+        ]
+        for name in names:
+            await store.create(p + name, name.encode())
+        for name in names:
+            assert bytes((await store.get(p + name)).value) == name.encode(), name
+        assert [kv.key for kv in (await list_all(store, p)).items] == sorted(p + n for n in names)
+
+    # -- revisions ---------------------------------------------------------------------------
+
+    @async_test
+    async def test_revisions_strictly_increase_with_each_write(self, store: Any) -> None:
+        """Contract: "The store keeps one global revision ... [that] grows with each successful
+        create, update or delete", across keys."""
+        p = await keyspace(store)
+        w = Writes(store)
+        last = await store.current_revision()
+        rng = random.Random(2)
+        for _ in range(30):
+            kv = await w.random_write(rng, [p + k for k in "abc"])
+            assert kv.revision > last, f"a write got revision {kv.revision} after {last}"
+            last = kv.revision
+
+    @async_test
+    async def test_current_revision_tracks_last_write(self, store: Any) -> None:
+        """Contract: "``current_revision``: The revision of the last write"."""
+        p = await keyspace(store)
+        w = Writes(store)
+        rng = random.Random(3)
+        for _ in range(15):
+            kv = await w.random_write(rng, [p + k for k in "ab"])
+            assert await store.current_revision() == kv.revision
+
+    @async_test
+    async def test_reads_do_not_change_the_revision(self, store: Any) -> None:
+        """The revision grows with each successful create, update or delete, and with
+        nothing else: ``get``, ``list`` and ``watch`` are not writes."""
+        p = await keyspace(store)
+        kv = await store.create(p + "a", b"x")
+        await store.get(p + "a")
+        await store.list(p)
+        await store.list(p, limit=1)
+        watch = open_watch(store, p, kv.revision - 1)
+        await next_event(watch)
+        assert await store.current_revision() == kv.revision
+
+    @async_test
+    async def test_failed_writes_change_nothing(self, store: Any) -> None:
+        """Contract: "when given and not the key's current revision they fail with Conflict and
+        change nothing"; likewise a create on a taken key and a write to a missing key:
+        no value, revision or watch event changes."""
+        p = await keyspace(store)
+        w = Writes(store)
+        base = await store.current_revision()
+        a = await w.create(p + "a", b"a1")
+        a2 = await w.update(p + "a", b"a2")
+        rev = await store.current_revision()
+        failing: list[tuple[type[Exception], Callable[[], Awaitable[Any]]]] = [
+            (AlreadyExists, lambda: store.create(p + "a", b"x")),
+            (NotFound, lambda: store.update(p + "missing", b"x")),
+            (NotFound, lambda: store.delete(p + "missing")),
+            (Conflict, lambda: store.update(p + "a", b"x", expected_revision=a.revision)),
+            (Conflict, lambda: store.delete(p + "a", expected_revision=a.revision)),
+        ]
+        for error, call in failing:
+            with pytest.raises(error):
+                await call()
+            assert await store.current_revision() == rev, (
+                f"a failed write ({error.__name__}) moved the revision"
+            )
+            assert kv_view(await store.get(p + "a")) == kv_view(a2), (
+                "a failed write changed the key"
+            )
+            with pytest.raises(NotFound):
+                await store.get(p + "missing")
+        watch = open_watch(store, p, base)
+        await w.create(p + "~sentinel", b"")
+        assert_events(await read_until(watch, p + "~sentinel"), w.events[:2], "after failed writes")
+
+    @async_test
+    async def test_create_revision_is_kept_across_updates(self, store: Any) -> None:
+        """``KeyValue.create_revision``: "The revision of the create that started this key's
+        current life" stays while the key is updated."""
+        p = await keyspace(store)
+        created = await store.create(p + "a", b"1")
+        for i in range(3):
+            kv = await store.update(p + "a", str(i).encode())
+            assert kv.create_revision == created.revision
+        assert (await store.get(p + "a")).create_revision == created.revision
+        [listed] = (await list_all(store, p)).items
+        assert listed.create_revision == created.revision
+
+    @async_test
+    async def test_create_revision_is_new_after_delete_and_create(self, store: Any) -> None:
+        """Contract: "The revision of the create that started this key's current life": a
+        key created again after a delete starts a new life."""
+        p = await keyspace(store)
+        first = await store.create(p + "a", b"1")
+        await store.delete(p + "a")
+        second = await store.create(p + "a", b"2")
+        assert second.create_revision == second.revision > first.revision
+        assert (await store.get(p + "a")).create_revision == second.revision
+
+    # -- compare-and-swap ----------------------------------------------------------------------
+
+    @async_test
+    async def test_update_with_current_revision_succeeds(self, store: Any) -> None:
+        """``update``: "compare-and-swap on ``expected_revision``": the key's current
+        revision passes."""
+        p = await keyspace(store)
+        kv = await store.create(p + "a", b"1")
+        kv = await store.update(p + "a", b"2", expected_revision=kv.revision)
+        kv = await store.update(p + "a", b"3", expected_revision=kv.revision)
+        assert bytes((await store.get(p + "a")).value) == b"3"
+
+    @async_test
+    async def test_update_with_stale_revision_raises_conflict(self, store: Any) -> None:
+        """Contract: "``update`` and ``delete`` take ``expected_revision``; when given and not the
+        key's current revision they fail with Conflict and change nothing"."""
+        p = await keyspace(store)
+        old = await store.create(p + "a", b"1")
+        new = await store.update(p + "a", b"2")
+        for stale in (old.revision, new.revision - 1, new.revision + 1000):
+            with pytest.raises(Conflict):
+                await store.update(p + "a", b"stale", expected_revision=stale)
+        assert kv_view(await store.get(p + "a")) == kv_view(new)
+
+    @async_test
+    async def test_delete_with_current_revision_succeeds(self, store: Any) -> None:
+        """``delete``: compare-and-swap on ``expected_revision``: the current one passes."""
+        p = await keyspace(store)
+        kv = await store.create(p + "a", b"1")
+        kv = await store.update(p + "a", b"2", expected_revision=kv.revision)
+        await store.delete(p + "a", expected_revision=kv.revision)
+        with pytest.raises(NotFound):
+            await store.get(p + "a")
+
+    @async_test
+    async def test_delete_with_stale_revision_raises_conflict(self, store: Any) -> None:
+        """Contract: "``update`` and ``delete`` take ``expected_revision``; when given and not the
+        key's current revision they fail with Conflict and change nothing"."""
+        p = await keyspace(store)
+        old = await store.create(p + "a", b"1")
+        new = await store.update(p + "a", b"2")
+        with pytest.raises(Conflict):
+            await store.delete(p + "a", expected_revision=old.revision)
+        assert kv_view(await store.get(p + "a")) == kv_view(new)
+
+    @async_test
+    async def test_revision_of_a_previous_life_raises_conflict(self, store: Any) -> None:
+        """Conflict when "not the key's current revision": a revision read before the key
+        was deleted and created again is stale, even though the key exists."""
+        p = await keyspace(store)
+        old = await store.create(p + "a", b"1")
+        await store.delete(p + "a")
+        new = await store.create(p + "a", b"2")
+        with pytest.raises(Conflict):
+            await store.update(p + "a", b"x", expected_revision=old.revision)
+        with pytest.raises(Conflict):
+            await store.delete(p + "a", expected_revision=old.revision)
+        assert kv_view(await store.get(p + "a")) == kv_view(new)
+
+    # -- concurrency ---------------------------------------------------------------------------
+
+    @async_test
+    async def test_concurrent_cas_increments_lose_no_update(self, store: Any) -> None:
+        """Compare-and-swap makes read-modify-write safe: 20 tasks x 10 increments of one
+        counter, each retrying on Conflict, end at 200 with 200 distinct revisions."""
+        p = await keyspace(store)
+        key = p + "counter"
+        await store.create(key, b"0")
+        revisions: list[int] = []
+
+        async def incrementer() -> None:
+            for _ in range(10):
+                while True:
+                    kv = await store.get(key)
+                    await asyncio.sleep(0)  # let the others read the same revision
+                    try:
+                        new = await store.update(
+                            key, str(int(kv.value) + 1).encode(), expected_revision=kv.revision
+                        )
+                    except Conflict:
+                        continue
+                    revisions.append(new.revision)
+                    break
+
+        await asyncio.gather(*(incrementer() for _ in range(20)))
+        final = await store.get(key)
+        assert int(final.value) == 200, f"counter is {int(final.value)} after 200 increments"
+        assert len(set(revisions)) == 200, "two successful updates got the same revision"
+        assert final.revision == max(revisions)
+
+    @async_test
+    async def test_concurrent_creates_of_one_key_have_one_winner(self, store: Any) -> None:
+        """Contract: "``create`` fails with AlreadyExists when the key holds a value", also when 20
+        creates race."""
+        p = await keyspace(store)
+        results = await asyncio.gather(
+            *(store.create(p + "a", str(i).encode()) for i in range(20)), return_exceptions=True
+        )
+        winners = [r for r in results if isinstance(r, KeyValue)]
+        losers = [r for r in results if isinstance(r, AlreadyExists)]
+        assert len(winners) == 1 and len(losers) == 19, f"results: {results!r}"
+        assert kv_view(await store.get(p + "a")) == kv_view(winners[0])
+
+    @async_test
+    async def test_concurrent_writes_get_distinct_revisions(self, store: Any) -> None:
+        """Contract: "one global revision ... grows with each successful create, update or delete":
+        50 concurrent creates get 50 distinct revisions, and the store ends at the last."""
+        p = await keyspace(store)
+        kvs = await asyncio.gather(*(store.create(f"{p}k{i:02}", b"x") for i in range(50)))
+        assert len({kv.revision for kv in kvs}) == 50, "two writes got the same revision"
+        assert await store.current_revision() == max(kv.revision for kv in kvs)
+        assert_items(await list_all(store, p), kvs, "list after concurrent creates")
+
+    # -- list ----------------------------------------------------------------------------------
+
+    @async_test
+    async def test_list_returns_keys_under_prefix_sorted(self, store: Any) -> None:
+        """``list``: "Return the keys starting with ``prefix`` ... sorted by key"."""
+        p = await keyspace(store)
+        names = ["m", "b", "z", "a/1", "a", "a/0", "B", "0"]
+        kvs = [await store.create(p + "in/" + n, n.encode()) for n in names]
+        await store.create(p + "out", b"")
+        await store.create(p + "in", b"")
+        result = await list_all(store, p + "in/")
+        assert_items(result, kvs, f"list({p + 'in/'!r})")
+        assert [kv.key for kv in result.items] == sorted(kv.key for kv in kvs)
+
+    @async_test
+    async def test_list_excludes_deleted_keys(self, store: Any) -> None:
+        """``list`` reads "every key under a prefix as of one revision": deleted keys are
+        gone, updated keys show their last value."""
+        p = await keyspace(store)
+        a = await store.create(p + "a", b"1")
+        await store.create(p + "b", b"1")
+        await store.delete(p + "b")
+        c = await store.update(p + "a", b"2", expected_revision=a.revision)
+        assert_items(await list_all(store, p), [c], "list after a delete")
+
+    @async_test
+    async def test_list_of_a_prefix_without_keys_is_empty(self, store: Any) -> None:
+        """``list`` of a prefix with no keys returns no items (not an error)."""
+        p = await keyspace(store)
+        await store.create(p + "a", b"")
+        result = await list_all(store, p + "nothing/")
+        assert result.items == [] and result.more is False
+
+    @async_test
+    async def test_list_revision_is_the_snapshot_revision(self, store: Any) -> None:
+        """``ListResult.revision``: "The store revision the snapshot was read at": with no
+        revision given, the current one."""
+        p = await keyspace(store)
+        kv = await store.create(p + "a", b"")
+        result = await store.list(p)
+        assert result.revision == kv.revision == await store.current_revision()
+
+    @async_test
+    async def test_list_prefix_wildcards_are_literal(self, store: Any) -> None:
+        """Contract: "the keys starting with ``prefix``": ``_``, ``%``, ``*``, ``?``, ``[`` and
+        ``\\`` in a prefix are plain characters, not patterns."""
+        p = await keyspace(store)
+        names = [
+            "a_b/1",
+            "axb/1",
+            "a%b/1",
+            "a%%b/1",
+            "aXYZb/1",
+            "a*b/1",
+            "a?b/1",
+            "a[b]/1",
+            "a\\b/1",
+            "ab/1",
+        ]
+        kvs = {n: await store.create(p + n, n.encode()) for n in names}
+        for prefix, matching in {
+            "a_b": ["a_b/1"],
+            "a%b": ["a%b/1"],
+            "a%": ["a%b/1", "a%%b/1"],
+            "a*": ["a*b/1"],
+            "a?": ["a?b/1"],
+            "a[b": ["a[b]/1"],
+            "a\\": ["a\\b/1"],
+            "a_": ["a_b/1"],
+        }.items():
+            result = await list_all(store, p + prefix)
+            assert_items(result, [kvs[n] for n in matching], f"list({p + prefix!r})")
+
+    @async_test
+    async def test_list_prefix_is_a_plain_string_prefix(self, store: Any) -> None:
+        """Contract: "the keys starting with ``prefix``": ``/pods/a`` covers ``/pods/ab`` too, while
+        ``/pods/a/`` does not."""
+        p = await keyspace(store)
+        names = ["pods/a", "pods/a/x", "pods/ab", "pods/ab/y", "pods/b", "pods/a0", "pods/a~"]
+        kvs = {n: await store.create(p + n, b"") for n in names}
+        for prefix, matching in {
+            "pods/a": ["pods/a", "pods/a/x", "pods/ab", "pods/ab/y", "pods/a0", "pods/a~"],
+            "pods/a/": ["pods/a/x"],
+            "pods/ab": ["pods/ab", "pods/ab/y"],
+            "pods/ab/": ["pods/ab/y"],
+            "pods/b": ["pods/b"],
+        }.items():
+            assert_items(await list_all(store, p + prefix), [kvs[n] for n in matching], prefix)
+
+    @async_test
+    async def test_list_prefix_with_non_ascii_keys(self, store: Any) -> None:
+        """Contract: "the keys starting with ``prefix``": keys with characters beyond U+FFFF (which
+        defeat a ``key < prefix || '\\uffff'`` range) are listed, in code point order."""
+        p = await keyspace(store)
+        names = ["a\U0001f600", "a\uffff", "a\u00e9", "a\U0010fffd", "a~", "b"]
+        kvs = {n: await store.create(p + n, b"") for n in names}
+        result = await list_all(store, p + "a")
+        assert_items(result, [kvs[n] for n in names if n.startswith("a")], "non-ASCII keys")
+
+    @async_test
+    async def test_list_limit_and_start_after_paginate(self, store: Any) -> None:
+        """``list``: "at most ``limit`` of them, beginning after key ``start_after``", and
+        ``more``: "True when ``limit`` cut the result short; continue with
+        ``start_after=items[-1].key``"."""
+        p = await keyspace(store)
+        kvs = [await store.create(f"{p}k{i}", b"") for i in range(7)]
+        pages: list[list[str]] = []
+        start_after = None
+        for _ in range(10):
+            page = await store.list(p, limit=3, start_after=start_after)
+            assert len(page.items) <= 3, f"limit=3 gave {len(page.items)} items"
+            pages.append([kv.key for kv in page.items])
+            if not page.more:
+                break
+            start_after = page.items[-1].key
+        keys = [kv.key for kv in kvs]
+        assert pages == [keys[0:3], keys[3:6], keys[6:7]], f"pages: {pages}"
+
+    @async_test
+    async def test_list_more_is_false_when_limit_fits_exactly(self, store: Any) -> None:
+        """``more``: "True when ``limit`` cut the result short": not when exactly ``limit``
+        items remain, nor when fewer do."""
+        p = await keyspace(store)
+        for i in range(4):
+            await store.create(f"{p}k{i}", b"")
+        exact = await store.list(p, limit=4)
+        assert len(exact.items) == 4 and exact.more is False, f"limit=4 of 4: more={exact.more}"
+        roomy = await store.list(p, limit=10)
+        assert len(roomy.items) == 4 and roomy.more is False
+        cut = await store.list(p, limit=3)
+        assert len(cut.items) == 3 and cut.more is True, f"limit=3 of 4: more={cut.more}"
+        tail = await store.list(p, limit=1, start_after=f"{p}k2")
+        assert [kv.key for kv in tail.items] == [f"{p}k3"] and tail.more is False
+
+    @async_test
+    async def test_list_start_after_a_key_that_does_not_exist(self, store: Any) -> None:
+        """``list``: "beginning after key ``start_after``": any string, not only a stored key."""
+        p = await keyspace(store)
+        for name in ["a", "c", "e"]:
+            await store.create(p + name, b"")
+        result = await list_all(store, p, start_after=p + "b")
+        assert [kv.key for kv in result.items] == [p + "c", p + "e"]
+        result = await list_all(store, p, start_after=p + "e")
+        assert result.items == []
+
+    # -- list at a revision ----------------------------------------------------------------------
+
+    @async_test
+    async def test_list_at_older_revision_returns_that_snapshot(self, store: Any) -> None:
+        """Contract: "``list`` reads a consistent snapshot: every key under a prefix as of one
+        revision": keys deleted since are there, keys created later are not, updated keys
+        show their value of then."""
+        require(store, Capability.LIST_AT_REVISION)
+        p = await keyspace(store)
+        a = await store.create(p + "a", b"a1")
+        b = await store.create(p + "b", b"b1")
+        then = await store.current_revision()
+        await store.update(p + "a", b"a2")
+        await store.delete(p + "b")
+        await store.create(p + "c", b"c1")
+        result = await list_all(store, p, revision=then)
+        assert_items(result, [a, b], f"list at revision {then}")
+        assert result.revision == then, f"list at {then} says it read at {result.revision}"
+        mid = await list_all(store, p, revision=a.revision)
+        assert_items(mid, [a], f"list at revision {a.revision}")
+
+    @async_test
+    async def test_list_at_revision_paginates_one_snapshot(self, store: Any) -> None:
+        """Contract: "``list`` reads a consistent snapshot" that pagination can continue at
+        the first page's revision while writes go on."""
+        require(store, Capability.LIST_AT_REVISION)
+        p = await keyspace(store)
+        kvs = [await store.create(f"{p}k{i}", b"v1") for i in range(6)]
+        first = await store.list(p, limit=2)
+        seen = list(first.items)
+        await store.delete(f"{p}k3")
+        await store.update(f"{p}k4", b"v2")
+        await store.create(f"{p}k45", b"new")
+        page = first
+        while page.more:
+            page = await store.list(
+                p, revision=first.revision, limit=2, start_after=page.items[-1].key
+            )
+            seen.extend(page.items)
+        assert_items(ListResult(seen, first.revision), kvs, "pages at one revision")
+
+    # -- watch ---------------------------------------------------------------------------------
+
+    @async_test
+    async def test_watch_yields_every_change_in_order_with_types(self, store: Any) -> None:
+        """Contract: "``watch`` yields, in revision order and each exactly once, every
+        change under a prefix with a revision greater than ``after_revision``", typed
+        ADDED, MODIFIED, DELETED."""
+        p = await keyspace(store)
+        w = Writes(store)
+        base = await store.current_revision()
+        watch = open_watch(store, p, base)
+        await w.create(p + "a", b"1")
+        await w.create(p + "b", b"1")
+        await w.update(p + "a", b"2")
+        await w.delete(p + "b")
+        await w.update(p + "a", b"3")
+        await w.delete(p + "a")
+        await w.create(p + "a", b"4")
+        await w.create(p + "~sentinel", b"")
+        events = await read_until(watch, p + "~sentinel")
+        assert_events(events, w.events[:-1], "watch")
+        types = [str(e.type) for e in events]
+        assert types == ["ADDED", "ADDED", "MODIFIED", "DELETED", "MODIFIED", "DELETED", "ADDED"]
+        revisions = [e.revision for e in events]
+        assert revisions == sorted(set(revisions)), f"revisions not increasing: {revisions}"
+
+    @async_test
+    async def test_watch_events_carry_prev(self, store: Any) -> None:
+        """``WatchEvent.prev``: "The value before this change; ``None`` for ``ADDED``"."""
+        p = await keyspace(store)
+        base = await store.current_revision()
+        watch = open_watch(store, p, base)
+        a1 = await store.create(p + "a", b"1")
+        a2 = await store.update(p + "a", b"2")
+        await store.delete(p + "a")
+        added, modified, deleted = [await next_event(watch) for _ in range(3)]
+        assert added.prev is None, f"ADDED carries prev {kv_view(added.prev)}"
+        assert kv_view(modified.prev) == kv_view(a1), "MODIFIED's prev is not the old value"
+        assert kv_view(deleted.prev) == kv_view(a2), "DELETED's prev is not the last value"
+
+    @async_test
+    async def test_watch_deleted_event_carries_last_value(self, store: Any) -> None:
+        """Contract: "For ``DELETED``, ``kv.value`` is the value just before the delete and
+        ``kv.revision`` the revision of the delete itself"."""
+        p = await keyspace(store)
+        await store.create(p + "a", b"first")
+        last = await store.update(p + "a", b"last")
+        watch = open_watch(store, p, last.revision)
+        gone = await store.delete(p + "a")
+        event = await next_event(watch)
+        assert str(event.type) == "DELETED"
+        assert (event.kv.key, bytes(event.kv.value), event.kv.revision) == (
+            p + "a",
+            b"last",
+            gone.revision,
+        ), f"DELETED event kv is {kv_view(event.kv)}"
+        assert event.revision == gone.revision
+
+    @async_test
+    async def test_watch_filters_by_prefix(self, store: Any) -> None:
+        """``watch``: "every change under a prefix": and nothing outside it, with ``_`` and
+        ``%`` taken literally and ``a/`` not matching ``ab/``."""
+        p = await keyspace(store)
+        w = Writes(store)
+        base = await store.current_revision()
+        watches = {sub: open_watch(store, p + sub, base) for sub in ["a/", "a_", "a%", "a"]}
+        for name in ["a/1", "ab/1", "a_/1", "ax/1", "a%/1", "a%x", "b/1", "a"]:
+            await w.create(p + name, name.encode())
+        await w.update(p + "ab/1", b"2")
+        await w.delete(p + "a/1")
+        sentinels = {sub: await w.create(p + sub + "~sentinel", b"") for sub in watches}
+        for sub, watch in watches.items():
+            events = await read_until(watch, sentinels[sub].key, f"watch({sub!r})")
+            expected = [e for e in w.after(base, p + sub) if e.revision < sentinels[sub].revision]
+            assert_events(events, expected, f"watch({p + sub!r})")
+
+    @async_test
+    async def test_watch_from_older_revision_replays_then_continues_live(self, store: Any) -> None:
+        """Contract: "``watch`` yields ... every change under a prefix with a revision greater than
+        ``after_revision``": history first, then live changes, no gap and no repeat."""
+        p = await keyspace(store)
+        w = Writes(store)
+        rng = random.Random(4)
+        keys = [p + k for k in "abc"]
+        for _ in range(5):
+            await w.random_write(rng, keys)
+        start = w.events[1].revision
+        watch = open_watch(store, p, start)
+        replay = [await next_event(watch, "replay") for _ in range(3)]
+        assert_events(replay, w.events[2:5], "replayed history")
+        for _ in range(5):
+            await w.random_write(rng, keys)
+        await w.create(p + "~sentinel", b"")
+        live = await read_until(watch, p + "~sentinel")
+        assert_events(live, w.events[5:-1], "live events after the replay")
+
+    @async_test
+    async def test_watch_from_current_revision_sees_only_new_changes(self, store: Any) -> None:
+        """``watch``: changes "with a revision greater than ``after_revision``": nothing at
+        or before it."""
+        p = await keyspace(store)
+        w = Writes(store)
+        await w.create(p + "a", b"1")
+        now = (await w.update(p + "a", b"2")).revision
+        watch = open_watch(store, p, now)
+        await w.update(p + "a", b"3")
+        await w.create(p + "~sentinel", b"")
+        assert_events(await read_until(watch, p + "~sentinel"), w.events[2:3], "watch from now")
+
+    @async_test
+    async def test_concurrent_watchers_see_the_same_sequence(self, store: Any) -> None:
+        """``watch`` yields "in revision order and each exactly once": five watchers reading
+        concurrently during interleaved writes all see exactly the writes' sequence."""
+        p = await keyspace(store)
+        w = Writes(store)
+        base = await store.current_revision()
+        watches = [open_watch(store, p, base) for _ in range(5)]
+        readers = [
+            asyncio.ensure_future(read_until(watch, p + "~sentinel", f"watcher {i}"))
+            for i, watch in enumerate(watches)
+        ]
+        rng = random.Random(5)
+        for _ in range(40):
+            await w.random_write(rng, [p + k for k in "abcd"])
+            await asyncio.sleep(0)
+        await store.create(p + "~sentinel", b"")
+        for i, events in enumerate(await asyncio.gather(*readers)):
+            assert_events(events, w.events, f"watcher {i}")
+
+    @async_test
+    async def test_watch_started_during_a_burst_of_writes_loses_and_repeats_nothing(
+        self, store: Any
+    ) -> None:
+        """``watch`` yields "each exactly once, every change ... greater than
+        ``after_revision``" even when it starts while writes land: the switch from
+        replaying history to following live changes has no gap and no overlap."""
+        p = await keyspace(store)
+        w = Writes(store)
+        base = await store.current_revision()
+        keys = [p + f"k{i}" for i in range(8)]
+        rng = random.Random(6)
+        written = 0
+        progress = asyncio.Condition()
+
+        async def writer() -> None:
+            nonlocal written
+            for _ in range(150):
+                await w.random_write(rng, keys)
+                written += 1
+                async with progress:
+                    progress.notify_all()
+                await asyncio.sleep(0)
+
+        async def watcher(start_at: int, from_now: bool) -> tuple[int, list[WatchEvent]]:
+            async with progress:
+                await progress.wait_for(lambda: written >= start_at)
+            after = await store.current_revision() if from_now else base
+            watch = open_watch(store, p, after)
+            return after, await read_until(watch, p + "~sentinel", f"watch started at {start_at}")
+
+        plan = [
+            (0, False),
+            (5, False),
+            (30, False),
+            (75, False),
+            (20, True),
+            (100, True),
+            (140, False),
+        ]
+        readers = [asyncio.ensure_future(watcher(at, now)) for at, now in plan]
+        await writer()
+        await asyncio.sleep(0.05)
+        await store.create(p + "~sentinel", b"")
+        for (at, now), (after, events) in zip(plan, await asyncio.gather(*readers), strict=True):
+            label = f"watch started after {at} writes from {'now' if now else 'the start'}"
+            assert_events(events, w.after(after), label)
+
+    @async_test
+    async def test_watch_can_be_closed_by_the_caller(self, store: Any) -> None:
+        """``watch`` "Returns an async iterator (typically an async generator; ``aclose()``
+        ends it)": closing one watch ends it and leaves the others running."""
+        p = await keyspace(store)
+        base = await store.current_revision()
+        first = store.watch(p, after_revision=base)
+        if not hasattr(first, "aclose"):
+            pytest.skip("the store's watch iterator has no aclose()")
+        second = open_watch(store, p, base)
+        await store.create(p + "a", b"")
+        await next_event(first, "first watch")
+        await close_watch(first)
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(first), EVENT_TIMEOUT)
+        await store.create(p + "b", b"")
+        assert [(await next_event(second)).kv.key for _ in range(2)] == [p + "a", p + "b"]
+
+    # -- compaction ------------------------------------------------------------------------------
+
+    async def _history(self, store: Any) -> tuple[str, Writes]:
+        """Five writes under a fresh prefix."""
+        p = await keyspace(store)
+        w = Writes(store)
+        await w.create(p + "a", b"1")
+        await w.create(p + "b", b"1")
+        await w.update(p + "a", b"2")
+        await w.delete(p + "b")
+        await w.update(p + "a", b"3")
+        return p, w
+
+    @async_test
+    async def test_compact_expires_list_below_it(self, store: Any) -> None:
+        """Contract: "``compact(R)`` forgets history older than R ...: afterwards ``list`` at a
+        revision below R ... raise[s] ``Expired``"."""
+        require(store, Capability.COMPACTION, Capability.LIST_AT_REVISION)
+        p, w = await self._history(store)
+        r = w.events[2].revision
+        await store.compact(r)
+        for old in (w.events[0].revision, w.events[1].revision, r - 1):
+            with pytest.raises(Expired):
+                await store.list(p, revision=old)
+
+    @async_test
+    async def test_compact_keeps_list_at_and_after_it(self, store: Any) -> None:
+        """Contract: "``compact(R)`` ...: reads at R or later and current values are unaffected"."""
+        require(store, Capability.COMPACTION, Capability.LIST_AT_REVISION)
+        p, w = await self._history(store)
+        r = w.events[2].revision
+        await store.compact(r)
+        at_r = await list_all(store, p, revision=r)
+        assert_items(at_r, [w.events[2].kv, w.events[1].kv], f"list at the compacted revision {r}")
+        later = w.events[3].revision
+        assert_items(await list_all(store, p, revision=later), [w.events[2].kv], f"list at {later}")
+
+    @async_test
+    async def test_compact_keeps_current_values(self, store: Any) -> None:
+        """Contract: "``compact(R)`` ...: reads at R or later and current values are unaffected"."""
+        require(store, Capability.COMPACTION)
+        p, w = await self._history(store)
+        now = await store.current_revision()
+        await store.compact(now)
+        assert kv_view(await store.get(p + "a")) == kv_view(w.latest[p + "a"])
+        assert_items(await list_all(store, p), list(w.latest.values()), "list after compaction")
+        kv = await store.update(p + "a", b"4", expected_revision=w.latest[p + "a"].revision)
+        assert kv.revision > now and kv.create_revision == w.events[0].revision
+
+    @async_test
+    async def test_compact_expires_watch_from_before_it(self, store: Any) -> None:
+        """Contract: "``compact(R)`` ...: afterwards ... ``watch`` after a revision below R - 1 (it
+        would need events older than R), raise ``Expired``"."""
+        require(store, Capability.COMPACTION)
+        p, w = await self._history(store)
+        r = w.events[3].revision
+        await store.compact(r)
+        await assert_watch_expired(store, p, r - 2)
+        await assert_watch_expired(store, p, w.events[0].revision - 1)
+
+    @async_test
+    async def test_watch_from_compacted_revision_minus_one_still_works(self, store: Any) -> None:
+        """Contract: "``watch`` after a revision below R - 1 ... raise ``Expired``": after R - 1 it
+        still works, starting with the write at R."""
+        require(store, Capability.COMPACTION)
+        p, w = await self._history(store)
+        r = w.events[2].revision
+        await store.compact(r)
+        watch = open_watch(store, p, r - 1)
+        await store.create(p + "~sentinel", b"")
+        assert_events(await read_until(watch, p + "~sentinel"), w.events[2:], "watch from R - 1")
+
+    @async_test
+    async def test_compact_future_revision_raises_invalid(self, store: Any) -> None:
+        """``compact``: "Raises ... ``Invalid`` for a future revision"."""
+        require(store, Capability.COMPACTION)
+        p, w = await self._history(store)
+        now = await store.current_revision()
+        with pytest.raises(Invalid):
+            await store.compact(now + 1000)
+        if Capability.LIST_AT_REVISION in store.capabilities:
+            first = w.events[0].revision
+            assert_items(await list_all(store, p, revision=first), [w.events[0].kv], "history")
+
+    @async_test
+    async def test_compact_below_earlier_compaction_raises_expired(self, store: Any) -> None:
+        """``compact``: "Raises ``Expired`` if already compacted past it"."""
+        require(store, Capability.COMPACTION)
+        _, w = await self._history(store)
+        await store.compact(w.events[3].revision)
+        with pytest.raises(Expired):
+            await store.compact(w.events[1].revision)
+        await store.compact(w.events[4].revision)
+
+    # -- close ---------------------------------------------------------------------------------
+
+    @async_test
+    async def test_close_ends_open_watches(self, store_factory: Any) -> None:
+        """``close``: "Release connections and end open watches (they stop iterating)": a
+        reader waiting for an event and an idle watch both end, without an error."""
+        store = await store_factory()
+        try:
+            p = unique_prefix()
+            base = await store.current_revision()
+            waiting = store.watch(p, after_revision=base)
+            idle = store.watch(p, after_revision=base)
+            await store.create(p + "a", b"")
+            await store.delete(p + "a")
+            for watch in (waiting, idle):
+                for _ in range(2):
+                    await next_event(watch)
+            pending = asyncio.ensure_future(anext(waiting))
+            await asyncio.sleep(0.05)
+        except BaseException:
+            await store.close()
+            raise
+        await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+        try:
+            done, _ = await asyncio.wait([pending], timeout=EVENT_TIMEOUT)
+            assert done, f"a watch waiting for events still waits {EVENT_TIMEOUT:g} s after close()"
+            with pytest.raises(StopAsyncIteration):
+                pending.result()
+            with pytest.raises(StopAsyncIteration):
+                await asyncio.wait_for(anext(idle), EVENT_TIMEOUT)
+        except TimeoutError:
+            raise AssertionError(
+                f"an idle watch still waits {EVENT_TIMEOUT:g} s after close()"
+            ) from None
+        finally:
+            pending.cancel()
+
+    # -- the model ---------------------------------------------------------------------------
+
+    def test_behaves_like_the_model(self, store_factory: Any) -> None:
+        """The whole contract at once: random sequences of creates, updates and deletes
+        (with right and stale ``expected_revision``), gets, lists (with limits, and at old
+        revisions) and compactions give the results and errors a plain model of revisions
+        gives, and a watch running throughout sees exactly the model's events."""
+        from hypothesis import HealthCheck, settings
+        from hypothesis.stateful import run_state_machine_as_test
+
+        run_state_machine_as_test(
+            _model_machine(store_factory),
+            settings=settings(
+                **{
+                    "deadline": None,
+                    "database": None,
+                    "suppress_health_check": [HealthCheck.too_slow],
+                    **self.model_settings,
+                }
+            ),
+        )
+
+
+# -- the Hypothesis model ------------------------------------------------------------------------
+
+MODEL_CALL_TIMEOUT = 30.0
+
+
+def _model_machine(store_factory: Callable[[], Awaitable[Any]]) -> type:
+    """A state machine class driving a store from ``store_factory`` against a dict model."""
+    from hypothesis import strategies as st
+    from hypothesis.stateful import (
+        RuleBasedStateMachine,
+        initialize,
+        invariant,
+        precondition,
+        rule,
+    )
+
+    all_names = ["a", "b", "a_b", "a%b", "ab", "a/b", "b/a"]
+    names = st.sampled_from(all_names)
+    values = st.binary(max_size=6)
+    expectations = st.sampled_from(["none", "current", "stale"])
+    futures = st.sampled_from([False, False, False, True])
+    prefixes = st.sampled_from(["", "a", "a_", "a%", "ab", "a/", "b", "c"])
+    limits = st.sampled_from([None, 1, 2, 3])
+    picks = st.integers(min_value=0, max_value=10_000)
+
+    class StoreModel(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.store: Any = None
+            try:
+                self.store = self.call(store_factory())
+                self.prefix = unique_prefix()
+                self.caps = frozenset(self.store.capabilities)
+                base = self.call(self.store.current_revision())
+            except BaseException:
+                self._close()
+                raise
+            self.base = base
+            self.model: dict[str, KeyValue] = {}
+            self.history: list[tuple[int, dict[str, KeyValue]]] = [(base, {})]
+            self.events: list[WatchEvent] = []
+            self.compacted: int | None = None
+            self.writes_since_compaction = 0
+            self.seen: list[WatchEvent] = []
+            self.watch_error: BaseException | None = None
+            self.watch = self.store.watch(self.prefix, after_revision=base)
+            self.reader = self.loop.create_task(self._read())
+            self.steps_ok = True
+
+        # -- plumbing ------------------------------------------------------------------------
+
+        def call(self, awaitable: Awaitable[Any]) -> Any:
+            return self.loop.run_until_complete(asyncio.wait_for(awaitable, MODEL_CALL_TIMEOUT))
+
+        def expect_error(self, error: type[Exception], awaitable: Awaitable[Any]) -> None:
+            try:
+                result = self.call(awaitable)
+            except error:
+                return
+            raise AssertionError(f"expected {error.__name__}, got {result!r}")
+
+        async def _read(self) -> None:
+            try:
+                async for event in self.watch:
+                    self.seen.append(event)
+            except Exception as exc:
+                self.watch_error = exc
+
+        def key(self, name: str) -> str:
+            return self.prefix + name
+
+        @property
+        def last_revision(self) -> int:
+            return self.history[-1][0]
+
+        def record(self, type_: EventType, name: str, kv: KeyValue) -> None:
+            assert kv.revision > self.last_revision, (
+                f"write got revision {kv.revision}, the last write was {self.last_revision}"
+            )
+            prev = self.model.get(name)
+            if type_ is EventType.DELETED:
+                del self.model[name]
+            else:
+                self.model[name] = kv
+            self.history.append((kv.revision, dict(self.model)))
+            self.writes_since_compaction += 1
+            self.events.append(WatchEvent(type_, kv, prev))
+
+        def expected_revision(self, name: str, how: str) -> int | None:
+            if how == "none":
+                return None
+            current = self.model.get(name)
+            rev = current.revision if current is not None else self.last_revision
+            return rev if how == "current" else rev - 1
+
+        def snapshot(self, revision: int) -> dict[str, KeyValue]:
+            state: dict[str, KeyValue] = {}
+            for rev, snap in self.history:
+                if rev > revision:
+                    break
+                state = snap
+            return state
+
+        def existing(self, pick: int) -> str:
+            return sorted(self.model)[pick % len(self.model)]
+
+        # -- rules ---------------------------------------------------------------------------
+
+        @initialize(count=st.integers(min_value=0, max_value=4), value=values)
+        def create_some(self, count: int, value: bytes) -> None:
+            for _ in range(count):
+                self.create(0, value)
+
+        @precondition(lambda self: len(self.model) < len(all_names))
+        @rule(pick=picks, value=values)
+        def create(self, pick: int, value: bytes) -> None:
+            self.steps_ok = False
+            missing = [n for n in all_names if n not in self.model]
+            name = missing[pick % len(missing)]
+            kv = self.call(self.store.create(self.key(name), value))
+            assert (kv.key, bytes(kv.value)) == (self.key(name), value), kv_view(kv)
+            assert kv.create_revision == kv.revision, kv_view(kv)
+            self.record(EventType.ADDED, name, kv)
+            self.steps_ok = True
+
+        @precondition(lambda self: self.model)
+        @rule(pick=picks, value=values, how=expectations)
+        def update(self, pick: int, value: bytes, how: str) -> None:
+            self.steps_ok = False
+            name = self.existing(pick)
+            expected = self.expected_revision(name, how)
+            call = self.store.update(self.key(name), value, expected_revision=expected)
+            if how == "stale":
+                self.expect_error(Conflict, call)
+            else:
+                kv = self.call(call)
+                assert (kv.key, bytes(kv.value)) == (self.key(name), value), kv_view(kv)
+                assert kv.create_revision == self.model[name].create_revision, kv_view(kv)
+                self.record(EventType.MODIFIED, name, kv)
+            self.steps_ok = True
+
+        @precondition(lambda self: self.model)
+        @rule(pick=picks, how=expectations)
+        def delete(self, pick: int, how: str) -> None:
+            self.steps_ok = False
+            name = self.existing(pick)
+            expected = self.expected_revision(name, how)
+            call = self.store.delete(self.key(name), expected_revision=expected)
+            if how == "stale":
+                self.expect_error(Conflict, call)
+            else:
+                kv = self.call(call)
+                last = self.model[name]
+                assert (kv.key, bytes(kv.value)) == (last.key, bytes(last.value)), kv_view(kv)
+                self.record(EventType.DELETED, name, kv)
+            self.steps_ok = True
+
+        @rule(name=names, pick=picks)
+        def get(self, name: str, pick: int) -> None:
+            """Get a key that exists (if any does) and ``name``, which may not."""
+            self.steps_ok = False
+            for wanted in [self.existing(pick)] if self.model else []:
+                kv = self.call(self.store.get(self.key(wanted)))
+                assert kv_view(kv) == kv_view(self.model[wanted])
+            if name not in self.model:
+                self.expect_error(NotFound, self.store.get(self.key(name)))
+            else:
+                assert kv_view(self.call(self.store.get(self.key(name)))) == kv_view(
+                    self.model[name]
+                )
+            self.steps_ok = True
+
+        @rule(name=names, op=st.sampled_from(["create", "update", "delete"]), how=expectations)
+        def write_in_vain(self, name: str, op: str, how: str) -> None:
+            """Create a key that exists, or update or delete one that does not."""
+            self.steps_ok = False
+            key, expected = self.key(name), self.expected_revision(name, how)
+            if op == "create":
+                if name in self.model:
+                    self.expect_error(AlreadyExists, self.store.create(key, b""))
+            elif name not in self.model:
+                if op == "update":
+                    call = self.store.update(key, b"", expected_revision=expected)
+                else:
+                    call = self.store.delete(key, expected_revision=expected)
+                self.expect_error(NotFound, call)
+            self.steps_ok = True
+
+        def _paged(self, sub: str, limit: int | None, revision: int | None) -> list[KeyValue]:
+            items: list[KeyValue] = []
+            start_after = None
+            for _ in range(len(self.model) + len(self.history) + 2):
+                page = self.call(
+                    self.store.list(
+                        self.key(sub), revision=revision, limit=limit, start_after=start_after
+                    )
+                )
+                if limit is not None:
+                    assert len(page.items) <= limit, f"limit={limit} gave {len(page.items)}"
+                if revision is not None:
+                    assert page.revision == revision, f"list at {revision} read {page.revision}"
+                items.extend(page.items)
+                if not page.more:
+                    return items
+                assert page.items, "an empty page said more=True"
+                start_after = page.items[-1].key
+            raise AssertionError("pagination did not end")
+
+        @rule(sub=prefixes, limit=limits)
+        def list_now(self, sub: str, limit: int | None) -> None:
+            self.steps_ok = False
+            items = self._paged(sub, limit, None)
+            want = sorted((kv for n, kv in self.model.items() if n.startswith(sub)), key=_by_key)
+            assert [kv_view(kv) for kv in items] == [kv_view(kv) for kv in want]
+            self.steps_ok = True
+
+        @precondition(lambda self: Capability.LIST_AT_REVISION in self.caps)
+        @rule(sub=prefixes, limit=limits, pick=picks)
+        def list_at_revision(self, sub: str, limit: int | None, pick: int) -> None:
+            self.steps_ok = False
+            revision = self.history[pick % len(self.history)][0]
+            if self.compacted is not None and revision < self.compacted:
+                self.expect_error(Expired, self.store.list(self.key(sub), revision=revision))
+            else:
+                items = self._paged(sub, limit, revision)
+                snap = self.snapshot(revision)
+                want = sorted((kv for n, kv in snap.items() if n.startswith(sub)), key=_by_key)
+                assert [kv_view(kv) for kv in items] == [kv_view(kv) for kv in want], (
+                    f"list at {revision}"
+                )
+            self.steps_ok = True
+
+        @precondition(
+            # Not more often than every third write: compaction is cheap to choose and
+            # would crowd the rest out.
+            lambda self: Capability.COMPACTION in self.caps and self.writes_since_compaction >= 3
+        )
+        @rule(pick=picks, future=futures)
+        def compact(self, pick: int, future: bool) -> None:
+            self.steps_ok = False
+            revision = self.history[pick % len(self.history)][0]
+            if future:
+                self.expect_error(Invalid, self.store.compact(self.last_revision + 1000))
+            elif self.compacted is not None and revision < self.compacted:
+                self.expect_error(Expired, self.store.compact(revision))
+            else:
+                self.call(self.store.compact(revision))
+                self.compacted = revision
+            self.writes_since_compaction = 0
+            self.steps_ok = True
+
+        @invariant()
+        def revision_is_the_last_write(self) -> None:
+            self.steps_ok = False
+            assert self.call(self.store.current_revision()) == self.last_revision
+            self.steps_ok = True
+
+        @invariant()
+        def watch_saw_a_prefix_of_the_events(self) -> None:
+            self.steps_ok = False
+            got = [event_view(e) for e in self.seen]
+            want = [event_view(e) for e in self.events[: len(self.seen)]]
+            assert got == want, f"the watch saw {got}, the writes were {want}"
+            self.steps_ok = True
+
+        def teardown(self) -> None:
+            try:
+                if self.steps_ok:  # else a step failed already: report that alone
+                    self._check_watch_to_the_end()
+            finally:
+                try:
+                    self.call(delete_prefix(self.store, self.prefix))
+                finally:
+                    self._close()
+
+        def _check_watch_to_the_end(self) -> None:
+            """Write a sentinel and delete it; once the watch has reached the sentinel (or,
+            were that event lost, its delete) it must have seen exactly the writes."""
+            sentinel = self.call(self.store.create(self.key("~sentinel"), b""))
+            self.record(EventType.ADDED, "~sentinel", sentinel)
+            self.record(EventType.DELETED, "~sentinel", self.call(self.store.delete(sentinel.key)))
+            deadline = self.loop.time() + EVENT_TIMEOUT
+
+            async def settle() -> None:
+                while self.loop.time() < deadline and not self.reader.done():
+                    if self.seen and self.seen[-1].revision >= sentinel.revision:
+                        return
+                    await asyncio.sleep(0.005)
+
+            self.call(settle())
+            error = self.watch_error
+            if isinstance(error, Expired) and self.compacted is not None:
+                return  # it fell behind a compaction: allowed
+            if error is not None:
+                raise AssertionError(f"the watch failed: {error!r}") from error
+            assert not self.reader.done(), "the watch ended while the store was open"
+            seen = [e for e in self.seen if e.revision <= sentinel.revision]
+            assert_events(seen, self.events[:-1], "the model run's watch")
+
+        def _close(self) -> None:
+            try:
+                if self.store is not None:
+                    reader = getattr(self, "reader", None)
+                    if reader is not None:
+                        reader.cancel()
+                    self.call(self.store.close())
+                    if reader is not None:
+                        with suppress(BaseException):
+                            self.loop.run_until_complete(reader)
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    return StoreModel
+
+
+def _by_key(kv: KeyValue) -> str:
+    return kv.key
+
+
+__all__ = ["StoreConformance", "require"]
