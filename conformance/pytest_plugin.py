@@ -18,6 +18,10 @@ import pytest
 
 from kcore.settings import Settings
 
+# Suite classes live in modules that authors import, not in their test files: rewrite their
+# asserts so that a failure explains itself.
+pytest.register_assert_rewrite("kcore.conformance.suites")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kcore", "kcore conformance")

@@ -209,18 +209,30 @@ def cli(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the admin kubeconfig (default <data-dir>/admin.kubeconfig).",
 )
+@click.option(
+    "--compaction-interval",
+    default=300.0,
+    show_default=True,
+    type=float,
+    help="Seconds between store compactions (0: never).",
+)
 @click.pass_obj
 def daemon_cmd(
     state: CliState,
     bind_address: str = "127.0.0.1",
     port: int = 6443,
     kubeconfig: Path | None = None,
+    compaction_interval: float = 300.0,
 ) -> None:
     """Run the API server on the loaded store (HTTPS, admin kubeconfig in the data dir)."""
     from kcore.daemon import DaemonOptions, run
 
     state.host.slot_owner("store")
-    run(state.host, state.settings, DaemonOptions(bind_address, port, kubeconfig))
+    run(
+        state.host,
+        state.settings,
+        DaemonOptions(bind_address, port, kubeconfig, compaction_interval),
+    )
 
 
 @cli.command("plugins")

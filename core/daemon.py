@@ -29,6 +29,24 @@ class DaemonOptions:
     bind_address: str = "127.0.0.1"
     port: int = 6443
     kubeconfig: Path | None = None
+    compaction_interval: float = 300.0
+    """Seconds between compactions; 0 turns them off."""
+
+
+async def compact_forever(store, interval: float) -> None:
+    """Compact like the Kubernetes API server does: each tick, forget history older than the
+    revision seen at the previous tick, so watchers can resume within one interval."""
+    previous: int | None = None
+    while True:
+        await asyncio.sleep(interval)
+        current = await store.current_revision()
+        if previous is not None and previous > 0:
+            try:
+                await store.compact(previous)
+                log.debug("compacted", revision=previous)
+            except Exception as exc:  # an older compaction or a busy store: try next tick
+                log.warning("compaction failed", revision=previous, error=str(exc))
+        previous = current
 
 
 async def bootstrap(objects: ObjectStore) -> None:
@@ -75,12 +93,19 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
         log.info("api server listening", url=url, kubeconfig=str(kubeconfig))
         print(f"kcore API server listening on {url}", flush=True)
         print(f"export KUBECONFIG={kubeconfig}", flush=True)
+        compactor = (
+            asyncio.ensure_future(compact_forever(store, options.compaction_interval))
+            if options.compaction_interval > 0
+            else None
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping")
+        if compactor is not None:
+            compactor.cancel()
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -7,6 +7,9 @@ import os
 
 import pytest
 
+# The conformance suites' own tests run a suite against broken stores with pytester.
+pytest_plugins = ["pytester"]
+
 ALLOWED_SKIP = "lacks capability"
 
 

@@ -95,7 +95,7 @@ class Daemon:
         )
 
 
-def start_daemon(data_dir: Path, *extra: str) -> Daemon:
+def start_daemon(data_dir: Path, *extra: str, daemon_args: tuple[str, ...] = ()) -> Daemon:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KCORE_")}
     proc = subprocess.Popen(
@@ -110,9 +110,10 @@ def start_daemon(data_dir: Path, *extra: str) -> Daemon:
             "daemon",
             "--port",
             str(port),
+            *daemon_args,
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=open(data_dir / "daemon.log", "w"),
         text=True,
         env=env,
     )
@@ -129,7 +130,8 @@ def start_daemon(data_dir: Path, *extra: str) -> Daemon:
             break
     if url is None or kubeconfig is None:
         proc.kill()
-        raise RuntimeError(f"daemon did not start: {proc.stderr.read()}")
+        proc.wait()
+        raise RuntimeError(f"daemon did not start: {(data_dir / 'daemon.log').read_text()}")
     return Daemon(proc, url, kubeconfig, data_dir)
 
 
