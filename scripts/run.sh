@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install kcore and start it on the embedded defaults (store_sqlite).
-#
-# The API server and the daemon that kubectl talks to arrive with the "API server" issue;
-# until then this installs kcore and shows what it loads on the embedded defaults.
+# Install kcore and start the daemon on the embedded defaults (store_sqlite): the API
+# server on https://127.0.0.1:6443, state in /var/lib/kcore, the admin kubeconfig written
+# to /var/lib/kcore/admin.kubeconfig (the daemon prints the `export KUBECONFIG=...` line).
+# Extra arguments go to `kcore daemon` (for example --port 7443 or --bind-address 0.0.0.0).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/install.sh"
-exec kcore plugins "$@"
+exec "${KCORE_VENV:-/opt/kcore/venv}/bin/kcore" daemon "$@"
