@@ -79,14 +79,14 @@ NON_NEGATIVE_ERR = "must be greater than or equal to 0"
 TOTAL_ANNOTATION_SIZE = 256 * 1024
 MAX_CONFIG_SIZE = 1024 * 1024
 
-_DNS1123_LABEL = re.compile(f"^{DNS1123_LABEL_FMT}$")
-_DNS1123_SUBDOMAIN = re.compile(f"^{DNS1123_SUBDOMAIN_FMT}$")
-_DNS1035_LABEL = re.compile(f"^{DNS1035_LABEL_FMT}$")
-_QUALIFIED_NAME = re.compile(f"^{QUALIFIED_NAME_FMT}$")
-_LABEL_VALUE = re.compile(f"^{LABEL_VALUE_FMT}$")
-_CONFIG_KEY = re.compile(f"^{CONFIG_KEY_FMT}$")
-_PERCENT = re.compile(f"^{PERCENT_FMT}$")
-_IANA_SVC_NAME = re.compile("^[-a-z0-9]+$")
+_DNS1123_LABEL = re.compile(f"^{DNS1123_LABEL_FMT}\\Z")
+_DNS1123_SUBDOMAIN = re.compile(f"^{DNS1123_SUBDOMAIN_FMT}\\Z")
+_DNS1035_LABEL = re.compile(f"^{DNS1035_LABEL_FMT}\\Z")
+_QUALIFIED_NAME = re.compile(f"^{QUALIFIED_NAME_FMT}\\Z")
+_LABEL_VALUE = re.compile(f"^{LABEL_VALUE_FMT}\\Z")
+_CONFIG_KEY = re.compile(f"^{CONFIG_KEY_FMT}\\Z")
+_PERCENT = re.compile(f"^{PERCENT_FMT}\\Z")
+_IANA_SVC_NAME = re.compile(r"^[-a-z0-9]+\Z")
 _HAS_LETTER = re.compile("[a-z]")
 
 
@@ -454,7 +454,7 @@ RESOURCE_FIELD_REFS = (
     "requests.memory",
     "requests.ephemeral-storage",
 )
-_SUBSCRIPTED_FIELD = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+_SUBSCRIPTED_FIELD = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]\Z")
 MAX_FILE_MODE = 0o777
 
 
@@ -1192,7 +1192,7 @@ _CRON_FIELDS = (
     ),
     ("day of week", 0, 7, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
 )
-_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+\Z")
 
 
 def cron_schedule_error(schedule: str) -> str | None:
