@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 import kcore
+from kcore.ctl import ctl
 from kcore.errors import KcoreError, PluginError
 from kcore.plugin_host import DEFAULT_PLUGINS, PluginHost, installed_plugins, parse_plugin_list
 from kcore.settings import Settings, default_data_dir
@@ -368,6 +369,9 @@ def validate_cmd(files: tuple[Any, ...], strict: bool, output: str) -> None:
         raise SystemExit(1)
 
 
+cli.add_command(ctl)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``kcore`` script: one clear line per error, never a traceback."""
     try:
@@ -389,4 +393,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module, not this __main__ copy, so that there is one CliState class.
+    from kcore.cli import main as _main
+
+    _main()

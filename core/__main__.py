@@ -1,0 +1,5 @@
+"""``python -m kcore``: the ``kcore`` command."""
+
+from kcore.cli import main
+
+main()
