@@ -104,6 +104,7 @@ __all__ = [
 # Validation of label keys and values (k8s.io/apimachinery/pkg/util/validation)
 # ---------------------------------------------------------------------------
 
+
 def validate_label_key(key: str) -> list[str]:
     """Problems with ``key`` as a label key (a Kubernetes "qualified name"); ``[]`` if fine."""
     return is_qualified_name(key)

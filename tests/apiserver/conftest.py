@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -145,11 +146,24 @@ def stop_daemon(daemon: Daemon) -> int:
         raise
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
+@pytest.fixture(scope="module", params=["store_sqlite", "store_etcd"])
+def daemon(request, tmp_path_factory):
+    """A running daemon on each store: the end-to-end tests run on both."""
     data_dir = tmp_path_factory.mktemp("kcore-data")
-    d = start_daemon(data_dir)
-    try:
-        yield d
-    finally:
-        stop_daemon(d)
+    with contextlib.ExitStack() as stack:
+        extra: tuple[str, ...] = ()
+        if request.param == "store_etcd":
+            from store_etcd.etcd_servers import running_clusters
+
+            make = stack.enter_context(running_clusters(tmp_path_factory.mktemp("etcd-logs")))
+            cluster = make()
+            extra = (
+                "--plugins=store_etcd",
+                f"--etcd-endpoints={cluster.endpoints}",
+                "--etcd-prefix=/kcore-e2e-*",
+            )
+        d = start_daemon(data_dir, *extra)
+        try:
+            yield d
+        finally:
+            stop_daemon(d)
