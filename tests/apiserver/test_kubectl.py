@@ -146,3 +146,30 @@ def test_get_watch_sees_changes(daemon):
 def test_get_events(daemon):
     proc = daemon.kubectl("get", "events")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_describe_shows_recorded_events(daemon):
+    """A component records Events through the HTTP client; kubectl describe lists them,
+    repeats folded into one line with a count."""
+    import asyncio
+
+    from kcore.client import ApiClient
+    from kcore.events import EventRecorder
+
+    ok(daemon.kubectl("create", "configmap", "evented", "--from-literal=a=b"))
+
+    async def record():
+        async with ApiClient.from_kubeconfig(daemon.kubeconfig) as api:
+            cm = await api.get("v1", "ConfigMap", "evented", "default")
+            recorder = EventRecorder(api, "test-controller")
+            for _ in range(3):
+                await recorder.event(cm, "Warning", "Flapping", "it went away and came back")
+
+    asyncio.run(record())
+    described = ok(daemon.kubectl("describe", "configmap", "evented"))
+    line = next(x for x in described.splitlines() if "Flapping" in x)
+    assert "Warning" in line and "it went away and came back" in line
+    assert "x3" in line
+    events = ok(daemon.kubectl("get", "events"))
+    assert "Flapping" in events and "configmap/evented" in events
+    ok(daemon.kubectl("delete", "configmap", "evented"))
