@@ -69,12 +69,23 @@ def _yaml_error(exc: yaml.YAMLError) -> BadRequest:
     return BadRequest(f"malformed YAML: {prefix}{problem}{where}")
 
 
-def load_yaml(text: str | bytes) -> Any:
-    """Parse one YAML document into plain Python data (timestamps left as strings)."""
+def load_yaml(text: str | bytes, *, allow_aliases: bool = True) -> Any:
+    """Parse one YAML document into plain Python data (timestamps left as strings).
+
+    ``allow_aliases=False`` refuses ``*alias`` references, as the API server does for
+    request bodies: a few hundred bytes of nested aliases expand to gigabytes (the "billion
+    laughs"; Kubernetes' CVE-2019-11253).
+    """
     try:
+        if not allow_aliases:
+            for event in yaml.parse(text, Loader=_Loader):
+                if isinstance(event, yaml.AliasEvent):
+                    raise BadRequest("YAML aliases are not allowed in request bodies")
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc) from None
+    except RecursionError:
+        raise BadRequest("the YAML document is nested too deeply") from None
 
 
 # --------------------------------------------------------------------------- decoding
@@ -306,12 +317,12 @@ def _strip_nulls(value: Any) -> Any:
     return value
 
 
-def _convert(raw: Any, cls: Any) -> Any:
+def _convert(raw: Any, cls: Any, *, nulls_stripped: bool = False) -> Any:
     try:
         return msgspec.convert(raw, cls, strict=True)
     except msgspec.ValidationError as exc:
-        if "got `null`" in str(exc):
-            return _convert(_strip_nulls(raw), cls)
+        if not nulls_stripped and "got `null`" in str(exc):
+            return _convert(_strip_nulls(raw), cls, nulls_stripped=True)
         raise _type_error(exc, cls, raw) from None
 
 

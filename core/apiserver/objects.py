@@ -27,6 +27,7 @@ from kcore.errors import (
     BadRequest,
     Conflict,
     Expired,
+    FieldError,
     Invalid,
     KcoreError,
     NotFound,
@@ -221,7 +222,7 @@ class ObjectStore:
         if options.continue_token:
             revision, start_after = decode_continue(options.continue_token)
         elif options.exact:
-            revision = _parse_rv(options.resource_version)
+            revision = parse_resource_version(options.resource_version)
         name = _exact(options, "metadata.name")
         if name is not None and start_after is None:
             # kubectl delete and describe narrow by name: read one key, not the whole prefix.
@@ -236,7 +237,7 @@ class ObjectStore:
                     pass
                 return items, await self.store.current_revision(), None
         items = []
-        limit = options.limit if options.limit and options.limit > 0 else None
+        limit = options.limit if options.limit and 0 < options.limit < 2**31 else None
         try:
             while True:
                 page = await self.store.list(
@@ -279,6 +280,7 @@ class ObjectStore:
         meta = body.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise BadRequest("metadata must be an object")
+        _check_meta_types(meta)
         self._check_namespace(info, namespace, meta)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(
@@ -334,12 +336,17 @@ class ObjectStore:
         empty one means "whatever is current"."""
         self._check_identity(info, body)
         meta = body.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise BadRequest("metadata must be an object")
+        _check_meta_types(meta)
         if meta.get("name") not in (None, name):
             raise BadRequest(
                 f"the name of the object ({meta.get('name')}) does not match the name on the "
                 f"URL ({name})"
             )
-        expected = _parse_rv(meta["resourceVersion"]) if meta.get("resourceVersion") else None
+        expected = (
+            parse_resource_version(meta["resourceVersion"]) if meta.get("resourceVersion") else None
+        )
 
         def change(old: dict[str, Any]) -> dict[str, Any]:
             return copy.deepcopy(dict(body))
@@ -375,7 +382,10 @@ class ObjectStore:
                 await self.get(info, namespace, name)
             except NotFound:
                 body = dict(patch)
-                body.setdefault("metadata", {}).setdefault("name", name)
+                meta = body.setdefault("metadata", {})
+                if not isinstance(meta, dict):
+                    raise BadRequest("metadata must be an object") from None
+                meta.setdefault("name", name)
                 return await self.create(info, namespace, body, strict=strict, dry_run=dry_run)
 
         def change(old: dict[str, Any]) -> dict[str, Any]:
@@ -430,6 +440,7 @@ class ObjectStore:
             new_meta = new.get("metadata")
             if not isinstance(new_meta, dict):
                 raise BadRequest("metadata must be an object")
+            _check_meta_types(new_meta)
             if patch_may_set_rv:
                 rv = new_meta.get("resourceVersion")
                 if rv and rv != old["metadata"]["resourceVersion"]:
@@ -542,7 +553,7 @@ class ObjectStore:
         """Delete, honouring preconditions, grace periods and finalizers. Returns the
         object and whether it is gone now (``False``: it waits for finalizers or for its
         node agent to stop its containers)."""
-        options = options or {}
+        options = _check_delete_options(options or {})
         key = self.key(info, namespace, name)
         pre = options.get("preconditions") or {}
         for _attempt in range(20):
@@ -624,7 +635,7 @@ class ObjectStore:
             for obj in items:
                 yield WatchItem("ADDED", obj, int(obj["metadata"]["resourceVersion"]))
         else:
-            revision = _parse_rv(options.resource_version)
+            revision = parse_resource_version(options.resource_version)
         events = self.store.watch(prefix, after_revision=revision)
         try:
             async for event in events:
@@ -659,7 +670,9 @@ def _exact(options: ListOptions, field: str) -> str | None:
     return options.field_selector.requires_exact_match(field)
 
 
-def _parse_rv(value: str | None) -> int:
+def parse_resource_version(value: Any) -> int:
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"invalid resource version {value!r}: must be a string")
     try:
         rv = int(value or "0")
         if rv < 0:
@@ -667,6 +680,38 @@ def _parse_rv(value: str | None) -> int:
         return rv
     except ValueError:
         raise BadRequest(f"invalid resource version {value!r}") from None
+
+
+def _check_meta_types(meta: Mapping[str, Any]) -> None:
+    """The metadata fields the server reads before the typed model sees the object."""
+    for field in ("name", "generateName", "namespace", "resourceVersion", "uid"):
+        value = meta.get(field)
+        if value is not None and not isinstance(value, str):
+            raise Invalid(
+                f"metadata.{field}: Invalid value: must be a string",
+                [FieldError(f"metadata.{field}", "must be a string", "FieldValueInvalid")],
+            )
+
+
+def _check_delete_options(options: Any) -> dict[str, Any]:
+    if not isinstance(options, Mapping):
+        raise BadRequest("DeleteOptions must be an object")
+    pre = options.get("preconditions")
+    if pre is not None and (
+        not isinstance(pre, Mapping)
+        or not all(isinstance(pre.get(k), str | None) for k in ("uid", "resourceVersion"))
+    ):
+        raise BadRequest("DeleteOptions.preconditions must be an object of strings")
+    grace = options.get("gracePeriodSeconds")
+    if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+        raise BadRequest("DeleteOptions.gracePeriodSeconds must be an integer")
+    policy = options.get("propagationPolicy")
+    if policy not in (None, "Foreground", "Background", "Orphan"):
+        raise BadRequest(
+            f"DeleteOptions.propagationPolicy {policy!r} is not one of Foreground, "
+            "Background, Orphan"
+        )
+    return dict(options)
 
 
 def _timestamp() -> str:

@@ -24,6 +24,7 @@ from kcore.apiserver.objects import (
     ListOptions,
     ObjectStore,
     not_found,
+    parse_resource_version,
     with_details,
 )
 from kcore.errors import BadRequest, Expired, KcoreError, NotFound
@@ -389,14 +390,17 @@ class APIServer:
             raise BadRequest("the request body is empty")
         media = _media_type(request)
         if media in ("application/yaml", "application/apply-patch+yaml") or media.endswith("+yaml"):
-            body = api.codec.load_yaml(raw)
+            body = api.codec.load_yaml(raw, allow_aliases=False)
         elif media in ("", "application/json", "*/*") or media in PATCH_TYPES:
             try:
                 body = _decode(raw)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise BadRequest(f"malformed JSON: {exc}") from None
+            except RecursionError:
+                raise BadRequest("the JSON body is nested too deeply") from None
         else:
             raise UnsupportedMediaType(f"the body of the request was in an unknown format: {media}")
+        _check_depth(body)
         if isinstance(body, list) and allow_list:
             return body
         if not isinstance(body, dict):
@@ -424,6 +428,8 @@ class APIServer:
         if q.get("fieldSelector"):
             field = parse_field_selector(q["fieldSelector"]).check_supported(info.kind)
         limit = _int(q["limit"], "limit") if q.get("limit") else None
+        if limit is not None and not 0 <= limit < 2**63:
+            raise BadRequest(f"limit must be a non-negative 64-bit integer, got {limit}")
         return ListOptions(
             label_selector=label,
             field_selector=field,
@@ -457,6 +463,8 @@ class APIServer:
         options = self._list_options(request, t.info)
         rv = options.resource_version
         send_initial = rv in (None, "", "0")
+        if not send_initial:
+            parse_resource_version(rv)  # a bad one is a 400 before the stream starts
         timeout = (
             _int(request.query["timeoutSeconds"], "timeoutSeconds")
             if request.query.get("timeoutSeconds")
@@ -573,7 +581,12 @@ class APIServer:
                 scale = apply_merge_patch(current, patch)
         else:
             raise MethodNotAllowed(f"{request.method} is not allowed on scale")
-        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(scale, dict):
+            raise BadRequest("a Scale must be an object")
+        spec, scale_meta = scale.get("spec") or {}, scale.get("metadata") or {}
+        if not isinstance(spec, dict) or not isinstance(scale_meta, dict):
+            raise BadRequest("a Scale's spec and metadata must be objects")
+        replicas = spec.get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             from kcore.errors import FieldError, Invalid
 
@@ -582,7 +595,9 @@ class APIServer:
                 f"{replicas!r}: must be greater than or equal to 0",
                 [FieldError("spec.replicas", "must be greater than or equal to 0")],
             )
-        rv = (scale.get("metadata") or {}).get("resourceVersion")
+        rv = scale_meta.get("resourceVersion")
+        if rv is not None and not isinstance(rv, str):
+            raise BadRequest("metadata.resourceVersion must be a string")
         ops = [{"op": "add", "path": "/spec/replicas", "value": replicas}]
         if rv:
             ops.insert(0, {"op": "add", "path": "/metadata/resourceVersion", "value": rv})
@@ -593,8 +608,9 @@ class APIServer:
 
     async def _binding(self, request: web.Request, t: Target) -> web.Response:
         body = await self._body(request)
-        node = (body.get("target") or {}).get("name")
-        if not node:
+        target = body.get("target")
+        node = target.get("name") if isinstance(target, dict) else None
+        if not node or not isinstance(node, str):
             raise BadRequest("a binding needs target.name")
         await self.objects.bind(t.info, t.namespace, t.name, node)
         return json_response(
@@ -626,6 +642,23 @@ def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
         "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
         "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": text},
     }
+
+
+MAX_DEPTH = 100
+
+
+def _check_depth(body: Any) -> None:
+    """Refuse bodies nested deeper than any Kubernetes object is (real ones stay below 20),
+    before recursive code (copies, patches, the typed model) meets them."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"the request body is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def _media_type(request: web.Request) -> str:

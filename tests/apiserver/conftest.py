@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from daemon_process import start_daemon, stop_daemon
 
 from kcore.apiserver.objects import ObjectStore
 from kcore.apiserver.server import APIServer
@@ -70,80 +64,6 @@ async def api(tmp_path):
         await session.close()
         await ts.close()
         await store.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    def __init__(self, proc: subprocess.Popen, url: str, kubeconfig: Path, data_dir: Path):
-        self.proc = proc
-        self.url = url
-        self.kubeconfig = kubeconfig
-        self.data_dir = data_dir
-
-    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60):
-        return subprocess.run(
-            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=timeout,
-            env={**os.environ, "HOME": str(self.data_dir)},
-        )
-
-
-def start_daemon(data_dir: Path, *extra: str, daemon_args: tuple[str, ...] = ()) -> Daemon:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KCORE_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kcore.cli",
-            "--log-format=json",
-            "--data-dir",
-            str(data_dir),
-            *extra,
-            "daemon",
-            "--port",
-            str(port),
-            *daemon_args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=open(data_dir / "daemon.log", "w"),
-        text=True,
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    url = kubeconfig = None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("kcore API server listening on "):
-            url = line.split()[-1]
-        if line.startswith("export KUBECONFIG="):
-            kubeconfig = Path(line.strip().split("=", 1)[1])
-            break
-    if url is None or kubeconfig is None:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"daemon did not start: {(data_dir / 'daemon.log').read_text()}")
-    return Daemon(proc, url, kubeconfig, data_dir)
-
-
-def stop_daemon(daemon: Daemon) -> int:
-    daemon.proc.send_signal(signal.SIGTERM)
-    try:
-        return daemon.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        daemon.proc.kill()
-        daemon.proc.wait()
-        raise
 
 
 @pytest.fixture(scope="module", params=["store_sqlite", "store_etcd"])

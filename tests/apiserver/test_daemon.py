@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import start_daemon, stop_daemon
+from daemon_process import start_daemon, stop_daemon
 
 
 def _opener(data_dir):

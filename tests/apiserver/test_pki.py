@@ -62,7 +62,7 @@ def _snapshot(pki: Pki) -> dict[str, tuple[bytes, int, int]]:
 
 def _require(tool: str) -> None:
     if not os.access(tool, os.X_OK):
-        pytest.skip(f"{tool} is not installed")
+        pytest.fail(f"{tool} is not installed: scripts/test.sh installs it")
 
 
 # --- files, modes, reuse -------------------------------------------------------------------

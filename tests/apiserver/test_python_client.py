@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import start_daemon, stop_daemon
+from daemon_process import start_daemon, stop_daemon
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 

@@ -5,16 +5,11 @@ in-process API server; ``api.store`` is the store underneath both (tests compact
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from daemon_process import start_daemon, stop_daemon
 
 from kcore.apiserver.objects import ObjectStore
 from kcore.apiserver.server import APIServer
@@ -53,77 +48,6 @@ async def api(request):
 
 
 # -- the real daemon, for `kcore ctl` ---------------------------------------------------------
-
-
-@dataclass
-class Daemon:
-    proc: subprocess.Popen
-    url: str
-    kubeconfig: Path
-    data_dir: Path
-
-    def ctl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        """Run ``kcore --data-dir D ctl ARGS`` (the default kubeconfig is the daemon's)."""
-        return subprocess.run(
-            [sys.executable, "-m", "kcore.cli", "--data-dir", str(self.data_dir), "ctl", *args],
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=60,
-            env={k: v for k, v in os.environ.items() if not k.startswith("KCORE_")},
-        )
-
-
-def start_daemon(data_dir: Path) -> Daemon:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KCORE_")}
-    log = open(data_dir / "daemon.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kcore.cli",
-            "--log-format=json",
-            "--data-dir",
-            str(data_dir),
-            "daemon",
-            "--port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env=env,
-    )
-    log.close()
-    deadline = time.monotonic() + 30
-    url = kubeconfig = None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("kcore API server listening on "):
-            url = line.split()[-1]
-        if line.startswith("export KUBECONFIG="):
-            kubeconfig = Path(line.strip().split("=", 1)[1])
-            break
-    if url is None or kubeconfig is None:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"daemon did not start: {(data_dir / 'daemon.log').read_text()}")
-    return Daemon(proc, url, kubeconfig, data_dir)
-
-
-def stop_daemon(daemon: Daemon) -> None:
-    daemon.proc.send_signal(signal.SIGTERM)
-    try:
-        daemon.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        daemon.proc.kill()
-        daemon.proc.wait()
-        raise
-    finally:
-        if daemon.proc.stdout is not None:
-            daemon.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
