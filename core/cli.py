@@ -301,7 +301,9 @@ def conformance_cmd(
     with tempfile.TemporaryDirectory(prefix="kcore-conformance-") as tmp:
         ini = Path(tmp) / "pytest.ini"
         ini.write_text("[pytest]\n")
-        args = ["-c", str(ini), "--rootdir", tmp, "-p", "no:cacheprovider", "-rfEs", "-q"]
+        # The suites run their own event loops: pytest-asyncio, if installed, has no part.
+        args = ["-c", str(ini), "--rootdir", tmp, "-p", "no:cacheprovider", "-p", "no:asyncio"]
+        args += ["-rfEs", "-q"]
         for name in plugin_names:
             args += ["--kcore-plugin", name]
         for key, value in state.options.items():

@@ -1374,7 +1374,7 @@ def _validate_config_keys(data: dict[str, str], path: str, errs: ErrorList) -> N
 def _validate_config_map(obj: core_v1.ConfigMap, errs: ErrorList) -> None:
     _validate_config_keys(obj.data, "data", errs)
     _validate_config_keys(obj.binary_data, "binaryData", errs)
-    size = sum(len(v) for v in obj.data.values())
+    size = sum(len(v.encode()) for v in obj.data.values())
     for key, value in obj.binary_data.items():
         if key in obj.data:
             errs.invalid(f"binaryData[{key}]", key, "duplicate of key present in data")

@@ -631,3 +631,22 @@ def test_trailing_newline_is_not_a_valid_name_or_label():
     assert validation.is_dns1123_label("abc\n")
     assert validation.is_qualified_name("app\n")
     assert not validation.is_valid_label_value("abc")
+
+
+def test_config_map_size_counts_bytes_not_characters():
+    """Kubernetes limits a ConfigMap to 1 MiB of data in bytes: 700,000 'é' are 1.4 MB."""
+    from kcore.api import decode, validate
+    from kcore.errors import Invalid
+
+    cm = decode(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "big", "namespace": "d"},
+            "data": {"a": "é" * 700_000},
+        }
+    )
+    with pytest.raises(Invalid):
+        validate(cm)
+    cm.data["a"] = "é" * 500_000
+    validate(cm)
