@@ -17,11 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_process import clean_env, start_daemon, stop_daemon
 
 PREFIX = "--etcd-prefix=/kcore-e2e-*"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -33,10 +33,6 @@ STARTUP_FAILURE_WITHIN = 60.0
 
 
 # -- the daemon as a child process (stopped by its recorded pid) -------------------------------
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("KCORE_")}
 
 
 def kcore_args(data_dir: Path, *extra: str, port: int = 0) -> list[str]:
@@ -52,63 +48,6 @@ def kcore_args(data_dir: Path, *extra: str, port: int = 0) -> list[str]:
         "--port",
         str(port),
     ]
-
-
-@dataclass
-class Daemon:
-    proc: subprocess.Popen
-    url: str
-    data_dir: Path
-
-    def api(self) -> Api:
-        return Api(self.url, self.data_dir)
-
-
-def start_daemon(data_dir: Path, *extra: str) -> Daemon:
-    """``kcore --data-dir D EXTRA daemon --port 0``; returns once it serves. Its log goes
-    to ``D/daemon.log``."""
-    with open(data_dir / "daemon.log", "w") as log:
-        proc = subprocess.Popen(
-            kcore_args(data_dir, *extra),
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=clean_env(),
-        )
-    url = None
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("kcore API server listening on "):
-                url = line.split()[-1]
-            if line.startswith("export KUBECONFIG="):
-                break
-        if url is None:
-            raise RuntimeError(f"daemon did not start: {(data_dir / 'daemon.log').read_text()}")
-    except BaseException:
-        stop_daemon(Daemon(proc, "", data_dir))
-        raise
-    return Daemon(proc, url, data_dir)
-
-
-def stop_daemon(daemon: Daemon) -> int:
-    """SIGTERM by pid, SIGKILL after 20 s; returns the exit code."""
-    proc = daemon.proc
-    try:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            return proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @contextlib.contextmanager
@@ -263,7 +202,7 @@ def test_etcd_restart_under_a_running_daemon(etcd_factory, tmp_path):
     member = cluster.members[0]
     n = 15
     with running_daemon(tmp_path / "data", *etcd_args(cluster)) as daemon:
-        api = daemon.api()
+        api = Api(daemon.url, daemon.data_dir)
         status, listed, _ = api.request("GET", CONFIGMAPS)
         assert status == 200, listed
         watcher = Watcher(api, listed["metadata"]["resourceVersion"])
@@ -414,7 +353,7 @@ def many_long_keys(total: int) -> dict[str, str]:
     ],
 )
 def test_values_over_etcds_request_limit_are_refused_cleanly(shared_daemon, name, data):
-    api = shared_daemon.api()
+    api = Api(shared_daemon.url, shared_daemon.data_dir)
     body = json.dumps(configmap(name, data), ensure_ascii=False).encode()
     assert len(body) < 3 << 20  # under the API's own body limit
     status, reply, _ = api.request("POST", CONFIGMAPS, body, timeout=30)
