@@ -297,7 +297,8 @@ class _Connection:
                 )
             except grpc.aio.AioRpcError as exc:
                 if not _retryable(exc, mutating) or loop.time() + delay > deadline:
-                    raise _error(exc, what, mutating=mutating) from None
+                    where = f"{what} at {self.endpoints[index]}"
+                    raise _error(exc, where, mutating=mutating) from None
                 log.debug(
                     "store_etcd: retrying",
                     what=what,
