@@ -88,6 +88,13 @@ class Expired(KcoreError):
     reason = "Expired"
 
 
+class Forbidden(KcoreError):
+    """The caller may not do this (for example create in a namespace being deleted)."""
+
+    code = 403
+    reason = "Forbidden"
+
+
 class NotSupported(KcoreError):
     """The backend does not implement this operation or capability."""
 
@@ -129,6 +136,7 @@ __all__ = [
     "Conflict",
     "Expired",
     "FieldError",
+    "Forbidden",
     "Invalid",
     "KcoreError",
     "NotFound",

@@ -28,6 +28,7 @@ from kcore.errors import (
     Conflict,
     Expired,
     FieldError,
+    Forbidden,
     Invalid,
     KcoreError,
     NotFound,
@@ -195,7 +196,7 @@ class ObjectStore:
         ns = self._decode(kv)
         if (ns.get("metadata") or {}).get("deletionTimestamp"):
             raise with_details(
-                KcoreErrorForbidden(
+                Forbidden(
                     f'{info.plural} "{namespace}" is forbidden: unable to create new content '
                     f"in namespace {namespace} because it is being terminated"
                 ),
@@ -659,11 +660,6 @@ class ObjectStore:
             await events.aclose()  # type: ignore[attr-defined]
 
 
-class KcoreErrorForbidden(KcoreError):
-    code = 403
-    reason = "Forbidden"
-
-
 def _exact(options: ListOptions, field: str) -> str | None:
     if options.field_selector is None:
         return None
@@ -748,8 +744,3 @@ def _grace_period(info: ResourceInfo, obj: dict[str, Any], options: Mapping[str,
     if given is not None:
         return max(int(given), 0)
     return int(spec.get("terminationGracePeriodSeconds") or 30)
-
-
-def validate_resource_name(info: ResourceInfo, name: str) -> None:
-    if not name or "/" in name or name in (".", ".."):
-        raise Invalid(f'{info.kind} "{name}" is invalid: metadata.name: Invalid value')

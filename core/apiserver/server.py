@@ -17,15 +17,13 @@ from aiohttp import web
 
 import kcore
 from kcore import api
-from kcore.api.registry import RESOURCES, ResourceInfo, by_resource, group_versions, resources_in
+from kcore.api.registry import ResourceInfo, by_resource, group_versions, resources_in
 from kcore.apiserver.objects import (
     PATCH_TYPES,
     RETURNS_DELETED_OBJECT,
     ListOptions,
     ObjectStore,
-    not_found,
     parse_resource_version,
-    with_details,
 )
 from kcore.errors import BadRequest, Expired, KcoreError, NotFound
 from kcore.selectors import parse_field_selector, parse_label_selector
@@ -684,4 +682,4 @@ def _int(value: str, name: str) -> int:
         raise BadRequest(f"{name} must be an integer, got {value!r}") from None
 
 
-__all__ = ["RESOURCES", "APIServer", "not_found", "with_details"]
+__all__ = ["APIServer", "status_body"]
