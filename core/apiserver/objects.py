@@ -34,7 +34,12 @@ from kcore.errors import (
     NotFound,
 )
 from kcore.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
-from kcore.selectors import FieldSelector, LabelSelector
+from kcore.selectors import (
+    FieldSelector,
+    LabelSelector,
+    parse_field_selector,
+    parse_label_selector,
+)
 from kcore.store import EventType, KeyValue, Store
 
 _json_decode = msgspec.json.Decoder().decode
@@ -83,6 +88,35 @@ class ListOptions:
     """``resourceVersionMatch=Exact``: list at that revision (otherwise "not older than",
     served from the newest state)."""
 
+    @classmethod
+    def parse(
+        cls,
+        kind: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+        resource_version: str | None = None,
+        exact: bool = False,
+    ) -> ListOptions:
+        """Options from the query's strings, as a list or watch request carries them:
+        selectors parsed (fields checked against what ``kind`` supports), limit bounded."""
+        if limit is not None and not 0 <= limit < 2**63:
+            raise BadRequest(f"limit must be a non-negative 64-bit integer, got {limit}")
+        return cls(
+            label_selector=parse_label_selector(label_selector) if label_selector else None,
+            field_selector=(
+                parse_field_selector(field_selector).check_supported(kind)
+                if field_selector
+                else None
+            ),
+            limit=limit,
+            continue_token=continue_token or None,
+            resource_version=resource_version,
+            exact=exact,
+        )
+
     def matches(self, kind: str, obj: Mapping[str, Any]) -> bool:
         if self.label_selector is not None and not self.label_selector.matches(
             (obj.get("metadata") or {}).get("labels")
@@ -97,6 +131,25 @@ class WatchItem:
     """ADDED, MODIFIED, DELETED or BOOKMARK."""
     object: dict[str, Any]
     revision: int
+
+
+def delete_answer(info: ResourceInfo, obj: dict[str, Any], gone: bool) -> dict[str, Any]:
+    """What a DELETE answers: the object while it waits (finalizers, a grace period) and for
+    the kinds Kubernetes returns it for; otherwise a Success ``Status``."""
+    if not gone or info.kind in RETURNS_DELETED_OBJECT:
+        return obj
+    details = {"name": obj["metadata"]["name"]}
+    if info.group:
+        details["group"] = info.group
+    details["kind"] = info.plural
+    details["uid"] = obj["metadata"].get("uid")
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    }
 
 
 def encode_continue(revision: int, key: str) -> str:

@@ -20,13 +20,12 @@ from kcore import api
 from kcore.api.registry import ResourceInfo, by_resource, group_versions, resources_in
 from kcore.apiserver.objects import (
     PATCH_TYPES,
-    RETURNS_DELETED_OBJECT,
     ListOptions,
     ObjectStore,
+    delete_answer,
     parse_resource_version,
 )
 from kcore.errors import BadRequest, Expired, KcoreError, NotFound
-from kcore.selectors import parse_field_selector, parse_label_selector
 
 log = structlog.get_logger("kcore.apiserver")
 
@@ -358,22 +357,10 @@ class APIServer:
             obj, gone = await self.objects.delete(
                 t.info, t.namespace, t.name, options, dry_run=dry_run
             )
-            if gone and t.info.kind not in RETURNS_DELETED_OBJECT:
-                return json_response(
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "metadata": {},
-                        "status": "Success",
-                        "details": {
-                            "name": t.name,
-                            **({"group": t.info.group} if t.info.group else {}),
-                            "kind": t.info.plural,
-                            "uid": obj["metadata"].get("uid"),
-                        },
-                    }
-                )
-            return self._object_response(request, t.info, obj)
+            answer = delete_answer(t.info, obj, gone)
+            if answer is obj:
+                return self._object_response(request, t.info, obj)
+            return json_response(answer)
         raise MethodNotAllowed(f"{method} is not allowed")
 
     async def _body(
@@ -421,18 +408,12 @@ class APIServer:
 
     def _list_options(self, request: web.Request, info: ResourceInfo) -> ListOptions:
         q = request.query
-        label = parse_label_selector(q.get("labelSelector")) if q.get("labelSelector") else None
-        field = None
-        if q.get("fieldSelector"):
-            field = parse_field_selector(q["fieldSelector"]).check_supported(info.kind)
-        limit = _int(q["limit"], "limit") if q.get("limit") else None
-        if limit is not None and not 0 <= limit < 2**63:
-            raise BadRequest(f"limit must be a non-negative 64-bit integer, got {limit}")
-        return ListOptions(
-            label_selector=label,
-            field_selector=field,
-            limit=limit,
-            continue_token=q.get("continue") or None,
+        return ListOptions.parse(
+            info.kind,
+            label_selector=q.get("labelSelector"),
+            field_selector=q.get("fieldSelector"),
+            limit=_int(q["limit"], "limit") if q.get("limit") else None,
+            continue_token=q.get("continue"),
             resource_version=q.get("resourceVersion"),
             exact=q.get("resourceVersionMatch") == "Exact",
         )

@@ -16,10 +16,9 @@ from typing import Any
 import msgspec
 
 from kcore.api.registry import ResourceInfo
-from kcore.apiserver.objects import RETURNS_DELETED_OBJECT, ListOptions, ObjectStore
+from kcore.apiserver.objects import ListOptions, ObjectStore, delete_answer
 from kcore.client.transport import ListPage, Query, WatchEvent
 from kcore.errors import BadRequest, KcoreError, NotSupported
-from kcore.selectors import parse_field_selector, parse_label_selector
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -58,15 +57,12 @@ class InProcessTransport:
 
     @staticmethod
     def _options(info: ResourceInfo, query: Query) -> ListOptions:
-        label = parse_label_selector(query.label_selector) if query.label_selector else None
-        field = None
-        if query.field_selector:
-            field = parse_field_selector(query.field_selector).check_supported(info.kind)
-        return ListOptions(
-            label_selector=label,
-            field_selector=field,
+        return ListOptions.parse(
+            info.kind,
+            label_selector=query.label_selector,
+            field_selector=query.field_selector,
             limit=query.limit,
-            continue_token=query.continue_token or None,
+            continue_token=query.continue_token,
             resource_version=query.resource_version,
         )
 
@@ -152,20 +148,7 @@ class InProcessTransport:
             obj, gone = await self.objects.delete(
                 info, namespace, name, json_copy(dict(options)), dry_run=dry_run
             )
-        if gone and info.kind not in RETURNS_DELETED_OBJECT:
-            return {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": {
-                    "name": name,
-                    **({"group": info.group} if info.group else {}),
-                    "kind": info.plural,
-                    "uid": obj["metadata"].get("uid"),
-                },
-            }
-        return obj
+        return delete_answer(info, obj, gone)
 
     async def watch(
         self, info: ResourceInfo, namespace: str | None, query: Query
