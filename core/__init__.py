@@ -35,6 +35,7 @@ from kcore.interfaces import (
     RuntimeBackend,
     RuntimeService,
     ScoreStep,
+    StreamSession,
     VolumeSource,
 )
 from kcore.settings import Settings
@@ -82,6 +83,7 @@ __all__ = [
     "ScoreStep",
     "Settings",
     "Store",
+    "StreamSession",
     "TemporaryError",
     "VolumeSource",
     "WatchEvent",

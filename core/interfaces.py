@@ -12,7 +12,7 @@ its keys are the CRI field names in snake case.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,38 +21,137 @@ from typing import Any, Protocol, runtime_checkable
 # Container runtime (CRI-like): the runtime service and the image service
 # --------------------------------------------------------------------------------------
 
+SANDBOX_READY = "SANDBOX_READY"
+SANDBOX_NOTREADY = "SANDBOX_NOTREADY"
+CONTAINER_CREATED = "CONTAINER_CREATED"
+CONTAINER_RUNNING = "CONTAINER_RUNNING"
+CONTAINER_EXITED = "CONTAINER_EXITED"
+CONTAINER_UNKNOWN = "CONTAINER_UNKNOWN"
+
+#: Container event types, as CRI's ``ContainerEventType``.
+CONTAINER_CREATED_EVENT = "CONTAINER_CREATED_EVENT"
+CONTAINER_STARTED_EVENT = "CONTAINER_STARTED_EVENT"
+CONTAINER_STOPPED_EVENT = "CONTAINER_STOPPED_EVENT"
+CONTAINER_DELETED_EVENT = "CONTAINER_DELETED_EVENT"
+
+#: What a runtime may declare in ``capabilities``; the runtime conformance suite skips the
+#: checks of a capability a runtime lacks, saying so.
+RUNTIME_CAPABILITIES = frozenset(
+    {
+        "processes",  # containers are real processes (their output and effects are real)
+        "isolation",  # own PID and mount namespaces, pod network/IPC/UTS namespaces
+        "exec",  # exec_sync and streaming exec
+        "attach",  # streaming attach to a container's stdio
+        "logs",  # container output written to log_path in the CRI log format
+        "mounts",  # bind mounts from host paths, read-only and propagation
+        "oom",  # memory limits enforced; a limit kill is reported as OOMKilled, 137
+        "stats",  # container and sandbox stats from cgroups
+        "survives_restart",  # containers outlive the runtime object that started them
+    }
+)
+
+
+@runtime_checkable
+class StreamSession(Protocol):
+    """A streaming exec or attach: the process's output, its stdin and its exit.
+
+    With ``tty`` the output is one stream, reported as ``stdout``.
+    """
+
+    tty: bool
+
+    async def read(self) -> tuple[str, bytes] | None:
+        """The next piece of output as ``("stdout" | "stderr", data)``; ``None`` once every
+        output stream is closed."""
+        ...
+
+    async def write_stdin(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None: ...
+
+    async def resize(self, width: int, height: int) -> None:
+        """Set the terminal size (columns, rows); ignored without a tty."""
+        ...
+
+    async def wait(self) -> int:
+        """The exit code: of the exec'd process, or of the container for an attach."""
+        ...
+
+    async def close(self) -> None:
+        """End the session: an exec'd process is killed, an attach detaches."""
+        ...
+
 
 @runtime_checkable
 class RuntimeService(Protocol):
-    """Pod sandboxes and containers, as CRI's ``RuntimeService``.
+    """Pod sandboxes and containers, as CRI's ``RuntimeService``, with CRI's field names in
+    snake case.
+
+    Messages are plain mappings:
+
+    * sandbox config: ``metadata`` {``name``, ``uid``, ``namespace``, ``attempt``},
+      ``hostname``, ``log_directory``, ``dns_config`` {``servers``, ``searches``,
+      ``options``}, ``port_mappings``, ``labels``, ``annotations``, ``linux``
+      {``cgroup_parent``, ``security_context`` {``namespace_options`` {``network``,
+      ``pid``, ``ipc``: ``POD`` | ``CONTAINER`` | ``NODE``}}, ``sysctls``}.
+    * container config: ``metadata`` {``name``, ``attempt``}, ``image`` {``image``},
+      ``command``, ``args``, ``working_dir``, ``envs`` [{``key``, ``value``}], ``mounts``
+      [{``container_path``, ``host_path``, ``readonly``, ``propagation``:
+      ``PROPAGATION_PRIVATE`` | ``PROPAGATION_HOST_TO_CONTAINER`` |
+      ``PROPAGATION_BIDIRECTIONAL``}], ``labels``, ``annotations``, ``log_path`` (relative
+      to the sandbox's ``log_directory``), ``stdin``, ``stdin_once``, ``tty``, ``linux``
+      {``resources`` {``cpu_period``, ``cpu_quota``, ``cpu_shares``,
+      ``memory_limit_in_bytes``, ``pids_limit``, ``unified``}, ``security_context``
+      {``run_as_user`` {``value``}, ``run_as_group`` {``value``}, ``run_as_username``,
+      ``readonly_rootfs``, ``privileged``, ``capabilities`` {``add_capabilities``,
+      ``drop_capabilities``}, ``no_new_privs``, ``masked_paths``, ``readonly_paths``,
+      ``namespace_options``}}, ``stop_signal``.
+    * sandbox status: ``id``, ``metadata``, ``state`` (:data:`SANDBOX_READY` |
+      :data:`SANDBOX_NOTREADY`), ``created_at`` (ns), ``network`` {``ip``}, ``labels``,
+      ``annotations``, ``runtime_handler``, and kcore's ``netns_path`` (where the network
+      slot wires the pod; ``None`` for host network).
+    * container status: ``id``, ``pod_sandbox_id``, ``metadata``, ``state``
+      (``CONTAINER_*``), ``created_at``, ``started_at``, ``finished_at`` (ns; 0 = not
+      yet), ``exit_code``, ``image``, ``image_ref``, ``image_id``, ``reason`` (``Completed``,
+      ``Error``, ``OOMKilled``, ``StartError``), ``message``, ``labels``, ``annotations``,
+      ``mounts``, ``log_path``, ``pid``.
 
     Stop and remove are idempotent: stopping or removing what is already gone succeeds.
-    Labels and annotations given at creation come back unchanged in status and lists.
+    Unknown ids in status and start raise :class:`kcore.NotFound`; bad configs raise
+    :class:`kcore.Invalid` or :class:`kcore.BadRequest` and leave nothing behind.
     """
 
     capabilities: frozenset[str]
 
     async def version(self) -> Mapping[str, str]:
-        """``runtime_name``, ``runtime_version``, ``runtime_api_version``."""
+        """``version``, ``runtime_name``, ``runtime_version``, ``runtime_api_version``."""
         ...
 
     async def status(self) -> Mapping[str, Any]:
-        """Conditions ``RuntimeReady`` and ``NetworkReady`` with reasons."""
+        """``{"conditions": [{"type", "status", "reason", "message"}]}`` with
+        ``RuntimeReady`` and ``NetworkReady``."""
         ...
 
-    async def run_pod_sandbox(self, config: Mapping[str, Any]) -> str:
-        """Create and start the sandbox (infra process and namespaces); return its id."""
+    async def run_pod_sandbox(self, config: Mapping[str, Any], runtime_handler: str = "") -> str:
+        """Create and start the sandbox (infra process and namespaces); return its id.
+        The sandbox is ready when this returns."""
         ...
 
-    async def stop_pod_sandbox(self, pod_sandbox_id: str) -> None: ...
+    async def stop_pod_sandbox(self, pod_sandbox_id: str) -> None:
+        """Kill every container of the sandbox and its infra process."""
+        ...
 
-    async def remove_pod_sandbox(self, pod_sandbox_id: str) -> None: ...
+    async def remove_pod_sandbox(self, pod_sandbox_id: str) -> None:
+        """Stop if needed, then remove the sandbox and all its containers."""
+        ...
 
     async def pod_sandbox_status(self, pod_sandbox_id: str) -> Mapping[str, Any]: ...
 
     async def list_pod_sandbox(
         self, filter: Mapping[str, Any] | None = None
-    ) -> Sequence[Mapping[str, Any]]: ...
+    ) -> Sequence[Mapping[str, Any]]:
+        """Filter keys: ``id``, ``state``, ``label_selector`` (exact label matches)."""
+        ...
 
     async def create_container(
         self,
@@ -63,49 +162,118 @@ class RuntimeService(Protocol):
         """Create (not start) a container in the sandbox; return its id."""
         ...
 
-    async def start_container(self, container_id: str) -> None: ...
-
-    async def stop_container(self, container_id: str, timeout: int) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    async def start_container(self, container_id: str) -> None:
+        """Start a created container. A command that cannot be executed raises and
+        leaves the container exited with reason ``StartError``."""
         ...
 
-    async def remove_container(self, container_id: str) -> None: ...
+    async def stop_container(self, container_id: str, timeout: int) -> None:
+        """The stop signal (SIGTERM unless the config or image says otherwise), then
+        SIGKILL after ``timeout`` seconds (0: at once). Returns once it has exited."""
+        ...
+
+    async def remove_container(self, container_id: str) -> None:
+        """Remove the container, killing it first if it runs."""
+        ...
 
     async def container_status(self, container_id: str) -> Mapping[str, Any]: ...
 
     async def list_containers(
         self, filter: Mapping[str, Any] | None = None
-    ) -> Sequence[Mapping[str, Any]]: ...
+    ) -> Sequence[Mapping[str, Any]]:
+        """Filter keys: ``id``, ``pod_sandbox_id``, ``state``, ``label_selector``."""
+        ...
+
+    async def update_container_resources(self, container_id: str, linux: Mapping[str, Any]) -> None:
+        """Apply new ``linux.resources`` values to a created or running container."""
+        ...
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        """Reopen the log file at the container's ``log_path`` (after the caller renamed
+        it for rotation). Raises, creating nothing, when that is impossible."""
+        ...
 
     async def exec_sync(
-        self, container_id: str, cmd: Sequence[str], timeout: float
+        self, container_id: str, cmd: Sequence[str], timeout: float = 0
     ) -> tuple[bytes, bytes, int]:
-        """Run ``cmd`` inside the container; return stdout, stderr and the exit code."""
+        """Run ``cmd`` inside the container; return stdout, stderr (each capped at 16
+        MiB) and the exit code. A non-zero exit is data. On ``timeout`` seconds (0 = no
+        limit) the process is killed and :class:`kcore.TemporaryError` raised."""
+        ...
+
+    async def exec(
+        self, container_id: str, cmd: Sequence[str], *, tty: bool = False, stdin: bool = False
+    ) -> StreamSession:
+        """Start ``cmd`` inside the container and stream its stdio."""
+        ...
+
+    async def attach(
+        self, container_id: str, *, stdin: bool = False, tty: bool = False
+    ) -> StreamSession:
+        """Stream a running container's output from now on and, with ``stdin``, feed its
+        standard input."""
+        ...
+
+    async def container_stats(self, container_id: str) -> Mapping[str, Any]:
+        """``attributes`` {``id``, ``metadata``, ``labels``, ``annotations``}, ``cpu``
+        {``timestamp``, ``usage_core_nano_seconds``}, ``memory`` {``timestamp``,
+        ``working_set_bytes``, ``usage_bytes``, ``rss_bytes``}, ``writable_layer``
+        {``used_bytes``, ``inodes_used``}."""
+        ...
+
+    async def list_container_stats(
+        self, filter: Mapping[str, Any] | None = None
+    ) -> Sequence[Mapping[str, Any]]: ...
+
+    async def pod_sandbox_stats(self, pod_sandbox_id: str) -> Mapping[str, Any]:
+        """``attributes`` and ``linux`` {``cpu``, ``memory``, ``process`` {``process_count``},
+        ``containers``: [container stats]}."""
+        ...
+
+    def container_events(self) -> AsyncIterator[Mapping[str, Any]]:
+        """Container lifecycle events from now on: ``container_id``,
+        ``container_event_type`` (``CONTAINER_*_EVENT``), ``created_at`` (ns),
+        ``pod_sandbox_id``. Each iterator gets every event once."""
         ...
 
 
 @runtime_checkable
 class ImageService(Protocol):
-    """Images on the node, as CRI's ``ImageService``."""
+    """Images on the node, as CRI's ``ImageService``. An image record has CRI's ``Image``
+    fields: ``id``, ``repo_tags``, ``repo_digests``, ``size``, ``uid``, ``username``,
+    ``pinned``, and kcore's ``config`` (the image config's ``config`` object)."""
 
     async def pull_image(self, image: str, auth: Mapping[str, str] | None = None) -> str:
-        """Make ``image`` present; return its image reference (digest)."""
+        """Make ``image`` present; return its image reference (the image id)."""
+        ...
+
+    async def import_image(
+        self, path: Path, tags: Sequence[str] = ()
+    ) -> Sequence[Mapping[str, Any]]:
+        """Import an OCI image layout directory, OCI archive or docker-archive tarball;
+        return the records of the images in it. (kcore's addition to CRI.)"""
         ...
 
     async def list_images(self) -> Sequence[Mapping[str, Any]]: ...
 
     async def image_status(self, image: str) -> Mapping[str, Any] | None:
-        """The image's record, or ``None`` when it is not present."""
+        """The image's record (by tag, id or digest), or ``None`` when it is not present."""
         ...
 
-    async def remove_image(self, image: str) -> None: ...
+    async def remove_image(self, image: str) -> None:
+        """Remove the image and every tag of it; absent is fine."""
+        ...
 
-    async def image_fs_info(self) -> Sequence[Mapping[str, Any]]: ...
+    async def image_fs_info(self) -> Sequence[Mapping[str, Any]]:
+        """``[{"timestamp", "fs_id": {"mountpoint"}, "used_bytes", "inodes_used"}]``."""
+        ...
 
 
 @dataclass(frozen=True)
 class RuntimeBackend:
-    """What the runtime slot hook returns: both CRI services of one runtime."""
+    """What the runtime slot hook returns: both CRI services of one runtime. ``close``
+    releases the runtime's connections; containers keep running where the runtime has
+    the ``survives_restart`` capability."""
 
     runtime: RuntimeService
     images: ImageService
@@ -256,5 +424,6 @@ __all__ = [
     "RuntimeBackend",
     "RuntimeService",
     "ScoreStep",
+    "StreamSession",
     "VolumeSource",
 ]

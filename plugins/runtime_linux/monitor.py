@@ -1,0 +1,970 @@
+"""The pod monitor: one small process per pod sandbox, and the sandbox's infra process.
+
+The runtime starts it with ``posix_spawn`` (``python -I -S monitor.py <sandbox dir>``), so
+the daemon itself never forks. The monitor
+
+* unshares the pod's network, IPC and UTS namespaces and holds them for the pod's life
+  (it *is* the infra process: ``/proc/<pid>/ns/net`` is the pod's network namespace);
+* is a child subreaper: it reaps every zombie of the pod and is the parent of every
+  container, so it alone learns their exit codes, and writes them to ``state.json`` in
+  the container's directory. Because the monitor, not the daemon, is the parent, the
+  daemon can stop and start again while containers run: it reads the state files and
+  reconnects to the monitor's socket;
+* creates containers by forking itself (it is small and single-threaded, so a fork is
+  cheap and safe). The child joins the container's cgroups, unshares its own mount, PID
+  and cgroup namespaces, mounts the overlay root, ``/proc``, ``/dev``, ``/sys`` and the
+  volumes, masks the default paths, ``pivot_root``s into it, and waits for the start
+  signal before it drops capabilities and ``execve``s the container's command;
+* writes the containers' stdout and stderr in the CRI log format, and relays attach;
+* runs ``exec`` by forking a child that joins the container's cgroups and namespaces
+  with ``setns`` and forks the command, which the monitor then reaps;
+* exits on SIGTERM (or the ``shutdown`` request) after killing every container.
+
+Requests arrive on ``monitor.sock`` in the sandbox directory, one JSON object per line,
+with file descriptors attached (``SCM_RIGHTS``) where a request carries stdio.
+
+Standard library only, and nothing from kcore: it runs with ``python -I -S``.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+
+try:  # imported as part of kcore.plugins.runtime_linux
+    from . import _sys, crilog
+except ImportError:  # run as a script by the runtime (-I leaves the script's dir off the path)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _sys  # type: ignore[no-redef]
+    import crilog  # type: ignore[no-redef]
+
+SOCKET_NAME = "monitor.sock"
+STATE_FILE = "state.json"
+
+# Frames of an attach stream after its JSON reply: type (1 byte), length (4 bytes), payload.
+FRAME_STDIN = 0
+FRAME_STDOUT = 1
+FRAME_STDERR = 2
+FRAME_CLOSE_STDIN = 3
+FRAME_RESIZE = 4
+FRAME_EXIT = 9
+FRAME_HEADER = struct.Struct("!BI")
+
+DEFAULT_MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+DEFAULT_READONLY_PATHS = (
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+)
+_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8))
+_DEVICES += (("urandom", 1, 9), ("tty", 5, 0))
+_DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
+)
+_PROPAGATION = {
+    "PROPAGATION_PRIVATE": _sys.MS_PRIVATE,
+    "PROPAGATION_HOST_TO_CONTAINER": _sys.MS_SLAVE,
+    "PROPAGATION_BIDIRECTIONAL": _sys.MS_SHARED,
+}
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def exit_code_of(status: int) -> tuple[int, int]:
+    """(exit code as CRI reports it, signal number or 0) from a wait status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 128 + sig, sig
+    return os.WEXITSTATUS(status), 0
+
+
+def oom_kills(path: str | None) -> int:
+    if not path:
+        return 0
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# In the forked children: container init and exec
+# --------------------------------------------------------------------------------------
+
+
+def _join_cgroups(procs_files: list[str]) -> None:
+    for path in procs_files:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
+def _set_stdio(stdio: tuple[int, int, int], tty: bool) -> None:
+    os.setsid()
+    if tty:
+        fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target)
+
+
+def _apply_identity(spec: dict) -> None:
+    """Capabilities, groups, user and no_new_privs, as the last steps before execve."""
+    if not spec.get("privileged"):
+        keep = {_sys.CAPABILITIES[name] for name in spec.get("capabilities", ())}
+        _sys.drop_bounding_caps(keep)
+    uid, gid = spec.get("uid", 0), spec.get("gid", 0)
+    os.setgroups(sorted({gid, *spec.get("groups", ())}))
+    os.setgid(gid)
+    os.setuid(uid)
+    if spec.get("no_new_privs"):
+        _sys.prctl(_sys.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _exec(spec: dict) -> None:
+    args, env = spec["args"], spec["env"]
+    envmap = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    try:
+        os.execvpe(args[0], args, envmap)
+    except FileNotFoundError:
+        if "/" in args[0]:
+            raise OSError(errno.ENOENT, f'exec: "{args[0]}": no such file or directory') from None
+        raise OSError(
+            errno.ENOENT, f'exec: "{args[0]}": executable file not found in $PATH'
+        ) from None
+    except PermissionError:
+        raise OSError(errno.EACCES, f'exec: "{args[0]}": permission denied') from None
+
+
+def _mkdir_in(root: str, path: str, mode: int = 0o755) -> str:
+    target = _sys.secure_join(root, path)
+    os.makedirs(target, mode=mode, exist_ok=True)
+    return target
+
+
+def _mount_rootfs(spec: dict) -> None:
+    rootfs = spec["rootfs"]
+    root = rootfs["target"]
+    lower = ":".join(rootfs["lower"])
+    data = f"lowerdir={lower},upperdir={rootfs['upper']},workdir={rootfs['work']}"
+    _sys.mount("overlay", root, "overlay", 0, data)
+    nosuid, nodev, noexec = _sys.MS_NOSUID, _sys.MS_NODEV, _sys.MS_NOEXEC
+    _sys.mount("proc", _mkdir_in(root, "/proc"), "proc", nosuid | nodev | noexec)
+    dev = _mkdir_in(root, "/dev")
+    _sys.mount("tmpfs", dev, "tmpfs", nosuid | _sys.MS_STRICTATIME, "mode=755,size=65536k")
+    for name, major, minor in _DEVICES:
+        path = os.path.join(dev, name)
+        os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
+        os.chmod(path, 0o666)
+    for name, target in _DEV_LINKS:
+        os.symlink(target, os.path.join(dev, name))
+    pts = os.path.join(dev, "pts")
+    os.mkdir(pts)
+    _sys.mount("devpts", pts, "devpts", nosuid | noexec, "newinstance,ptmxmode=0666,mode=0620")
+    shm = os.path.join(dev, "shm")
+    os.mkdir(shm)
+    _sys.mount("shm", shm, "tmpfs", nosuid | nodev | noexec, "mode=1777,size=65536k")
+    mqueue = os.path.join(dev, "mqueue")
+    os.mkdir(mqueue)
+    _sys.mount("mqueue", mqueue, "mqueue", nosuid | nodev | noexec)
+    sys_flags = nosuid | nodev | noexec | (0 if spec.get("privileged") else _sys.MS_RDONLY)
+    _sys.mount("sysfs", _mkdir_in(root, "/sys"), "sysfs", sys_flags)
+
+    for m in spec.get("mounts", ()):
+        source = m["host_path"]
+        target = _sys.secure_join(root, m["container_path"])
+        if os.path.isdir(source):
+            os.makedirs(target, exist_ok=True)
+        elif not os.path.exists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+        _sys.mount(source, target, None, _sys.MS_BIND | _sys.MS_REC)
+        if m.get("readonly"):
+            _sys.mount(None, target, None, _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY)
+        propagation = _PROPAGATION.get(m.get("propagation") or "PROPAGATION_PRIVATE")
+        _sys.mount(None, target, None, _sys.MS_REC | propagation)
+
+    if not spec.get("privileged"):
+        null = os.path.join(dev, "null")
+        for path in spec.get("masked_paths", DEFAULT_MASKED_PATHS):
+            target = _sys.secure_join(root, path)
+            if os.path.isdir(target):
+                _sys.mount("tmpfs", target, "tmpfs", _sys.MS_RDONLY, "size=0,nr_inodes=1")
+            elif os.path.exists(target):
+                _sys.mount(null, target, None, _sys.MS_BIND)
+        for path in spec.get("readonly_paths", DEFAULT_READONLY_PATHS):
+            target = _sys.secure_join(root, path)
+            if os.path.exists(target):
+                _sys.mount(target, target, None, _sys.MS_BIND | _sys.MS_REC)
+                flags = _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY
+                _sys.mount(None, target, None, flags | nosuid | nodev | noexec)
+    _mkdir_in(root, spec.get("cwd") or "/")
+
+
+def _pivot(root: str, readonly: bool) -> None:
+    os.chdir(root)
+    try:
+        _sys.pivot_root(".", ".")
+        _sys.umount2(".", _sys.MNT_DETACH)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        # A root where pivot_root is impossible (ramfs, initramfs): move and chroot.
+        _sys.mount(root, "/", None, _sys.MS_MOVE)
+        os.chroot(".")
+    os.chdir("/")
+    if readonly:
+        _sys.mount(None, "/", None, _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY)
+
+
+def container_init(spec: dict, stdio: tuple[int, int, int], sync_w: int, start_r: int) -> None:
+    """The container's first process (PID 1 of its PID namespace), in the fork."""
+    try:
+        _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _set_stdio(stdio, spec.get("tty", False))
+        _join_cgroups(spec.get("cgroup_procs", ()))
+        _sys.unshare(_sys.CLONE_NEWNS | _sys.CLONE_NEWCGROUP)
+        _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_SLAVE)
+        _mount_rootfs(spec)
+        _pivot(spec["rootfs"]["target"], spec.get("readonly_rootfs", False))
+        os.write(sync_w, b"ready\n")
+        if os.read(start_r, 1) != b"s":
+            os._exit(0)
+        os.chdir(spec.get("cwd") or "/")
+        _apply_identity(spec)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        _exec(spec)
+    except BaseException as exc:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        try:
+            os.write(sync_w, ("error " + json.dumps({"message": message}) + "\n").encode())
+        finally:
+            os._exit(1)
+
+
+def exec_child(
+    container_pid: int, spec: dict, req: dict, stdio: tuple[int, int, int], report_w: int
+) -> None:
+    """First fork of an exec: join the container, fork the command, report its pid."""
+    try:
+        _join_cgroups(spec.get("cgroup_procs", ()))
+        fds = {}
+        for ns, flag in (("pid", _sys.CLONE_NEWPID), ("cgroup", _sys.CLONE_NEWCGROUP)):
+            fds[flag] = os.open(f"/proc/{container_pid}/ns/{ns}", os.O_RDONLY)
+        mnt = os.open(f"/proc/{container_pid}/ns/mnt", os.O_RDONLY)
+        for flag, fd in fds.items():
+            _sys.setns(fd, flag)
+        _sys.setns(mnt, _sys.CLONE_NEWNS)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _set_stdio(stdio, req.get("tty", False))
+                os.chdir(req.get("cwd") or spec.get("cwd") or "/")
+                _apply_identity(spec)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                _exec({"args": req["args"], "env": spec["env"]})
+            except BaseException as exc:
+                message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                try:
+                    os.write(2, (message + "\n").encode())
+                finally:
+                    os._exit(126 if isinstance(exc, PermissionError) else 127)
+        os.write(report_w, f"{pid}\n".encode())
+        os._exit(0)
+    except BaseException as exc:
+        try:
+            os.write(report_w, ("error " + str(exc) + "\n").encode())
+        finally:
+            os._exit(1)
+
+
+# --------------------------------------------------------------------------------------
+# The monitor
+# --------------------------------------------------------------------------------------
+
+
+class Conn:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = b""
+        self.fds: list[int] = []
+        self.mode = "request"  # or "attach", "exec", "wait", "subscribe"
+        self.target: object = None
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def reply(self, obj: dict) -> bool:
+        return self.send((json.dumps(obj) + "\n").encode())
+
+
+class Container:
+    def __init__(self, cid: str, cdir: str, spec: dict):
+        self.id = cid
+        self.dir = cdir
+        self.spec = spec
+        self.pid = 0
+        self.state = "CONTAINER_CREATED"
+        self.created_at = now_ns()
+        self.started_at = 0
+        self.finished_at = 0
+        self.exit_code = 0
+        self.reason = ""
+        self.message = ""
+        self.start_w = -1
+        self.sync_r = -1
+        self.outputs: dict[int, str] = {}
+        self.stdin_w = -1
+        self.pty_master = -1
+        self.log: crilog.CriLogWriter | None = None
+        self.attached: list[Conn] = []
+        self.waiters: list[Conn] = []
+
+    def record(self) -> dict:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "pid": self.pid,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+    def save(self) -> None:
+        write_json_atomic(os.path.join(self.dir, STATE_FILE), self.record())
+
+
+class Monitor:
+    def __init__(self, sandbox_dir: str, config: dict):
+        self.dir = sandbox_dir
+        self.config = config
+        self.sel = selectors.DefaultSelector()
+        self.containers: dict[str, Container] = {}
+        self.by_pid: dict[int, Container] = {}
+        self.execs: dict[int, Conn] = {}
+        self.subscribers: list[Conn] = []
+        self.stopping = False
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        _sys.prctl(_sys.PR_SET_CHILD_SUBREAPER, 1)
+        flags = 0
+        if self.config.get("network") != "NODE":
+            flags |= _sys.CLONE_NEWNET | _sys.CLONE_NEWUTS
+        if self.config.get("ipc") != "NODE":
+            flags |= _sys.CLONE_NEWIPC
+        if flags:
+            _sys.unshare(flags)
+        if flags & _sys.CLONE_NEWUTS and self.config.get("hostname"):
+            _sys.sethostname(self.config["hostname"])
+        if flags & _sys.CLONE_NEWNET:
+            _sys.loopback_up()
+        for key, value in (self.config.get("sysctls") or {}).items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(str(value))
+        os.chdir(self.dir)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink(SOCKET_NAME)
+        except FileNotFoundError:
+            pass
+        self.listener.bind(SOCKET_NAME)
+        os.chmod(SOCKET_NAME, 0o600)
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, ("listen", None))
+        sig_r, sig_w = os.pipe()
+        os.set_blocking(sig_r, False)
+        os.set_blocking(sig_w, False)
+        signal.set_wakeup_fd(sig_w)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.sel.register(sig_r, selectors.EVENT_READ, ("signal", None))
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            for key, _ in self.sel.select():
+                kind, obj = key.data
+                try:
+                    getattr(self, "on_" + kind)(key.fileobj, obj)
+                except Exception as exc:
+                    print(f"monitor: {kind}: {exc!r}", file=sys.stderr, flush=True)
+            if self.stopping and not any(
+                c.state == "CONTAINER_RUNNING" for c in self.by_pid.values()
+            ):
+                self.finish()
+                return
+
+    def on_listen(self, sock: socket.socket, _: object) -> None:
+        try:
+            conn_sock, _addr = sock.accept()
+        except BlockingIOError:
+            return
+        conn_sock.settimeout(5.0)
+        conn = Conn(conn_sock)
+        self.sel.register(conn_sock, selectors.EVENT_READ, ("conn", conn))
+
+    def on_signal(self, fd: int, _: object) -> None:
+        try:
+            data = os.read(fd, 512)
+        except BlockingIOError:
+            data = b""
+        if signal.SIGTERM in data or signal.SIGINT in data:
+            self.shutdown()
+        self.reap()
+
+    def on_output(self, fd: int, c: Container) -> None:
+        stream = c.outputs.get(fd)
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO on a pty whose other side is gone
+            data = b""
+        if not data:
+            self.close_output(c, fd)
+            return
+        self.emit(c, stream, data)
+
+    def emit(self, c: Container, stream: str | None, data: bytes) -> None:
+        if c.log is not None:
+            try:
+                c.log.write(stream or "stdout", data)
+            except OSError as exc:
+                print(f"monitor: log of {c.id}: {exc}", file=sys.stderr, flush=True)
+        frame_type = FRAME_STDERR if stream == "stderr" else FRAME_STDOUT
+        frame = FRAME_HEADER.pack(frame_type, len(data)) + data
+        for conn in list(c.attached):
+            if not conn.send(frame):
+                self.drop(conn)
+
+    def close_output(self, c: Container, fd: int) -> None:
+        stream = c.outputs.pop(fd, None)
+        self.sel.unregister(fd)
+        os.close(fd)
+        if c.log is not None and stream is not None:
+            try:
+                c.log.flush_partial(stream)
+            except OSError:
+                pass
+        if fd == c.pty_master:
+            c.pty_master = -1
+
+    def drain(self, c: Container) -> None:
+        for fd in list(c.outputs):
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    self.close_output(c, fd)
+                    break
+                self.emit(c, c.outputs[fd], data)
+
+    def on_conn(self, sock: socket.socket, conn: Conn) -> None:
+        try:
+            data, ancdata, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
+        except (BlockingIOError, TimeoutError):
+            return
+        except OSError:
+            data, ancdata = b"", []
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+                conn.fds.extend(fds)
+        if not data:
+            self.drop(conn)
+            return
+        conn.buf += data
+        if conn.mode == "attach":
+            self.attach_input(conn)
+            return
+        while b"\n" in conn.buf and conn.mode in ("request", "exec"):
+            line, _, conn.buf = conn.buf.partition(b"\n")
+            try:
+                req = json.loads(line)
+            except ValueError:
+                conn.reply({"ok": False, "error": "malformed request"})
+                continue
+            if conn.mode == "exec":
+                if req.get("op") == "kill" and isinstance(conn.target, int):
+                    self.kill_group(conn.target)
+                continue
+            self.handle(conn, req)
+
+    def handle(self, conn: Conn, req: dict) -> None:
+        op = req.get("op")
+        handler = getattr(self, "op_" + str(op), None)
+        if handler is None:
+            conn.reply({"ok": False, "error": f"unknown op {op!r}"})
+            return
+        try:
+            result = handler(conn, req)
+        except Exception as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            conn.reply({"ok": False, "error": message, "errno": getattr(exc, "errno", None)})
+            return
+        finally:
+            for fd in conn.fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            conn.fds = []
+        if result is not None:
+            conn.reply({"ok": True, **result})
+
+    def drop(self, conn: Conn) -> None:
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        if conn.mode == "exec" and isinstance(conn.target, int) and conn.target in self.execs:
+            self.kill_group(conn.target)
+        if conn.mode == "attach" and isinstance(conn.target, Container):
+            if conn in conn.target.attached:
+                conn.target.attached.remove(conn)
+        if conn in self.subscribers:
+            self.subscribers.remove(conn)
+        for c in self.containers.values():
+            if conn in c.waiters:
+                c.waiters.remove(conn)
+
+    @staticmethod
+    def kill_group(pid: int) -> None:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def container(self, req: dict) -> Container:
+        c = self.containers.get(req.get("id", ""))
+        if c is None:
+            raise LookupError(f"container {req.get('id')!r} is not in this sandbox")
+        return c
+
+    def op_ping(self, conn: Conn, req: dict) -> dict:
+        return {"pid": os.getpid()}
+
+    def op_create(self, conn: Conn, req: dict) -> dict:
+        if self.stopping:
+            raise RuntimeError("the sandbox is stopping")
+        spec = req["spec"]
+        c = Container(req["id"], req["dir"], spec)
+        tty = bool(spec.get("tty"))
+        parent_fds: list[int] = []
+        child_fds: list[int] = []
+        if tty:
+            master, slave = os.openpty()
+            c.pty_master = master
+            c.outputs[master] = "stdout"
+            stdio = (slave, slave, slave)
+            child_fds.append(slave)
+            if spec.get("stdin"):
+                c.stdin_w = master
+        else:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            c.outputs[out_r] = "stdout"
+            c.outputs[err_r] = "stderr"
+            if spec.get("stdin"):
+                in_r, in_w = os.pipe()
+                c.stdin_w = in_w
+                parent_fds.append(in_w)
+            else:
+                in_r = os.open("/dev/null", os.O_RDONLY)
+            stdio = (in_r, out_w, err_w)
+            child_fds += [in_r, out_w, err_w]
+        parent_fds += list(c.outputs)
+        sync_r, sync_w = os.pipe()
+        start_r, start_w = os.pipe()
+        own_pidns = self.config.get("pid") != "POD"
+        if own_pidns:
+            _sys.unshare(_sys.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            for fd in (*parent_fds, *child_fds, sync_r, sync_w, start_r, start_w):
+                os.close(fd)
+            raise
+        finally:
+            if own_pidns and os.getpid() != 1:
+                _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
+        if pid == 0:
+            try:
+                container_init(spec, stdio, sync_w, start_r)
+            finally:
+                os._exit(127)
+        for fd in (*child_fds, sync_w, start_r):
+            os.close(fd)
+        c.pid, c.sync_r, c.start_w = pid, sync_r, start_w
+        line = self.read_line(sync_r, timeout=60.0)
+        if line != "ready":
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            for fd in (*parent_fds, sync_r, start_w):
+                os.close(fd)
+            raise RuntimeError(self.error_text(line, "container set-up failed"))
+        for fd in c.outputs:
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, ("output", c))
+        if spec.get("log_path"):
+            try:
+                c.log = crilog.CriLogWriter(spec["log_path"])
+            except OSError as exc:
+                print(f"monitor: log {spec['log_path']}: {exc}", file=sys.stderr, flush=True)
+        self.containers[c.id] = c
+        self.by_pid[pid] = c
+        c.save()
+        return {"pid": pid, "created_at": c.created_at}
+
+    @staticmethod
+    def error_text(line: str | None, default: str) -> str:
+        if line and line.startswith("error "):
+            try:
+                return json.loads(line[6:])["message"]
+            except (ValueError, KeyError):
+                return line[6:]
+        return default
+
+    @staticmethod
+    def read_line(fd: int, timeout: float) -> str | None:
+        """Read up to a newline or EOF (``None`` on EOF with nothing read)."""
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while b"\n" not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return buf.decode(errors="replace") or None
+            ready = selectors.DefaultSelector()
+            ready.register(fd, selectors.EVENT_READ)
+            events = ready.select(remaining)
+            ready.close()
+            if not events:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+        return buf.decode(errors="replace").rstrip("\n") or None
+
+    def op_start(self, conn: Conn, req: dict) -> dict:
+        c = self.container(req)
+        if c.state != "CONTAINER_CREATED" or c.start_w < 0:
+            raise RuntimeError(f"container {c.id} is {c.state}, not created")
+        os.write(c.start_w, b"s")
+        os.close(c.start_w)
+        c.start_w = -1
+        c.started_at = now_ns()
+        line = self.read_line(c.sync_r, timeout=30.0)
+        os.close(c.sync_r)
+        c.sync_r = -1
+        if line is not None:
+            c.message = self.error_text(line, "start failed")
+            c.reason = "StartError"
+            try:
+                os.waitpid(c.pid, 0)
+            except ChildProcessError:
+                pass
+            self.exited(c, 128 << 8, start_error=True)
+            raise RuntimeError(c.message)
+        c.state = "CONTAINER_RUNNING"
+        c.save()
+        self.publish({"event": "started", "id": c.id, "at": c.started_at})
+        return {"started_at": c.started_at}
+
+    def op_kill(self, conn: Conn, req: dict) -> dict:
+        c = self.container(req)
+        if c.state in ("CONTAINER_RUNNING", "CONTAINER_CREATED") and c.pid:
+            try:
+                os.kill(c.pid, int(req.get("signal", signal.SIGKILL)))
+            except ProcessLookupError:
+                pass
+        return {"state": c.state}
+
+    def op_wait(self, conn: Conn, req: dict) -> dict | None:
+        c = self.container(req)
+        if c.state == "CONTAINER_EXITED":
+            return c.record()
+        conn.mode = "wait"
+        c.waiters.append(conn)
+        return None
+
+    def op_state(self, conn: Conn, req: dict) -> dict:
+        return {"containers": [c.record() for c in self.containers.values()]}
+
+    def op_forget(self, conn: Conn, req: dict) -> dict:
+        c = self.containers.get(req.get("id", ""))
+        if c is not None and c.state != "CONTAINER_EXITED":
+            raise RuntimeError(f"container {c.id} is still {c.state}")
+        if c is not None:
+            self.containers.pop(c.id, None)
+            for fd in list(c.outputs):
+                self.close_output(c, fd)
+            if c.log is not None:
+                c.log.close()
+        return {}
+
+    def op_reopen_log(self, conn: Conn, req: dict) -> dict:
+        c = self.container(req)
+        if c.log is None:
+            path = c.spec.get("log_path")
+            if not path:
+                raise RuntimeError(f"container {c.id} has no log path")
+            c.log = crilog.CriLogWriter(path)
+        else:
+            c.log.reopen()
+        return {}
+
+    def op_subscribe(self, conn: Conn, req: dict) -> dict:
+        conn.mode = "subscribe"
+        self.subscribers.append(conn)
+        return {}
+
+    def publish(self, event: dict) -> None:
+        line = (json.dumps(event) + "\n").encode()
+        for conn in list(self.subscribers):
+            if not conn.send(line):
+                self.drop(conn)
+
+    def op_exec(self, conn: Conn, req: dict) -> dict | None:
+        c = self.container(req)
+        if c.state != "CONTAINER_RUNNING":
+            raise RuntimeError(f"container {c.id} is not running")
+        if len(conn.fds) < 3:
+            raise RuntimeError("exec needs three file descriptors (stdin, stdout, stderr)")
+        stdio = (conn.fds[0], conn.fds[1], conn.fds[2])
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                exec_child(c.pid, c.spec, req, stdio, report_w)
+            finally:
+                os._exit(127)
+        os.close(report_w)
+        line = self.read_line(report_r, timeout=30.0)
+        os.close(report_r)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        if not line or not line.isdigit():
+            raise RuntimeError((line or "exec failed")[6:] if line else "exec failed")
+        exec_pid = int(line)
+        conn.mode = "exec"
+        conn.target = exec_pid
+        self.execs[exec_pid] = conn
+        return {"pid": exec_pid}
+
+    def op_attach(self, conn: Conn, req: dict) -> dict:
+        c = self.container(req)
+        conn.mode = "attach"
+        conn.target = c
+        if c.state == "CONTAINER_EXITED":
+            conn.reply({"ok": True})
+            conn.send(FRAME_HEADER.pack(FRAME_EXIT, 4) + struct.pack("!i", c.exit_code))
+            return None  # type: ignore[return-value]
+        c.attached.append(conn)
+        return {"tty": c.pty_master >= 0}
+
+    def attach_input(self, conn: Conn) -> None:
+        c = conn.target
+        assert isinstance(c, Container)
+        while len(conn.buf) >= FRAME_HEADER.size:
+            kind, size = FRAME_HEADER.unpack_from(conn.buf)
+            if len(conn.buf) < FRAME_HEADER.size + size:
+                return
+            payload = conn.buf[FRAME_HEADER.size : FRAME_HEADER.size + size]
+            conn.buf = conn.buf[FRAME_HEADER.size + size :]
+            if kind == FRAME_STDIN and c.stdin_w >= 0:
+                try:
+                    os.write(c.stdin_w, payload)
+                except OSError:
+                    pass
+            elif kind == FRAME_CLOSE_STDIN and c.stdin_w >= 0 and c.stdin_w != c.pty_master:
+                os.close(c.stdin_w)
+                c.stdin_w = -1
+            elif kind == FRAME_RESIZE and c.pty_master >= 0 and size == 4:
+                cols, rows = struct.unpack("!HH", payload)
+                winsize = struct.pack("HHHH", rows, cols, 0, 0)
+                fcntl.ioctl(c.pty_master, termios.TIOCSWINSZ, winsize)
+
+    def op_shutdown(self, conn: Conn, req: dict) -> dict:
+        self.shutdown()
+        return {}
+
+    # -- exits -----------------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            c = self.by_pid.get(pid)
+            if c is not None and c.state != "CONTAINER_EXITED":
+                self.exited(c, status)
+                continue
+            conn = self.execs.pop(pid, None)
+            if conn is not None:
+                code, _ = exit_code_of(status)
+                conn.reply({"exit_code": code})
+                self.drop(conn)
+
+    def exited(self, c: Container, status: int, start_error: bool = False) -> None:
+        code, sig = exit_code_of(status)
+        self.drain(c)
+        c.exit_code = code
+        c.finished_at = now_ns()
+        c.state = "CONTAINER_EXITED"
+        if not start_error:
+            if sig == signal.SIGKILL and oom_kills(c.spec.get("oom_file")) > 0:
+                c.reason = "OOMKilled"
+            else:
+                c.reason = "Completed" if code == 0 else "Error"
+        for fd in (c.start_w, c.sync_r):
+            if fd >= 0:
+                os.close(fd)
+        c.start_w = c.sync_r = -1
+        if c.stdin_w >= 0 and c.stdin_w != c.pty_master:
+            os.close(c.stdin_w)
+        c.stdin_w = -1
+        c.save()
+        record = c.record()
+        for conn in c.waiters:
+            conn.reply({"ok": True, **record})
+            self.drop(conn)
+        c.waiters = []
+        exit_frame = FRAME_HEADER.pack(FRAME_EXIT, 4) + struct.pack("!i", code)
+        for conn in list(c.attached):
+            conn.send(exit_frame)
+            self.drop(conn)
+        self.publish({"event": "exited", "id": c.id, "at": c.finished_at, **record})
+
+    def shutdown(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for c in self.containers.values():
+            if c.state in ("CONTAINER_RUNNING", "CONTAINER_CREATED") and c.pid:
+                try:
+                    os.kill(c.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for pid in list(self.execs):
+            self.kill_group(pid)
+
+    def finish(self) -> None:
+        deadline = time.monotonic() + 10
+        while any(c.state != "CONTAINER_EXITED" for c in self.containers.values()):
+            if time.monotonic() > deadline:
+                break
+            self.reap()
+            time.sleep(0.005)
+        for c in self.containers.values():
+            self.drain(c)
+            if c.log is not None:
+                c.log.close()
+        try:
+            os.unlink(SOCKET_NAME)
+        except OSError:
+            pass
+        for conn in list(self.subscribers):
+            self.drop(conn)
+
+
+def main(argv: list[str]) -> int:
+    sandbox_dir = argv[1]
+    ready_fd = int(argv[2]) if len(argv) > 2 else -1
+    try:
+        with open(os.path.join(sandbox_dir, "sandbox.json")) as f:
+            config = json.load(f)
+        monitor = Monitor(sandbox_dir, config.get("monitor", {}))
+        monitor.setup()
+    except BaseException as exc:
+        if ready_fd >= 0:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            os.write(ready_fd, ("error " + json.dumps({"message": message}) + "\n").encode())
+        return 1
+    if ready_fd >= 0:
+        os.write(ready_fd, f"ready {os.getpid()}\n".encode())
+        os.close(ready_fd)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    monitor.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
