@@ -35,6 +35,7 @@ def test_plugins_import_only_kcore_public_modules_or_their_own():
         "kcore.api",
         "kcore.store",
         "kcore.errors",
+        "kcore.images",
         "kcore.interfaces",
         "kcore.settings",
     }

@@ -17,9 +17,9 @@ from kcore import Settings, hookimpl
 
 async def create_backend(settings: Settings):
     """The runtime slot's backend for ``settings``."""
+    from kcore.images import ImageStore
     from kcore.interfaces import RuntimeBackend
     from kcore.plugins.runtime_linux.cgroups import CgroupDriver
-    from kcore.plugins.runtime_linux.images import ImageStore
     from kcore.plugins.runtime_linux.runtime import LinuxImageService, LinuxRuntime, check_host
 
     check_host()

@@ -144,6 +144,42 @@ def _join_cgroups(procs_files: list[str]) -> None:
             os.close(fd)
 
 
+_TIOCGPTN = 0x80045430
+_TIOCSPTLCK = 0x40045431
+
+
+def open_pty(pts_dir: str) -> tuple[int, int]:
+    """A pty pair from the devpts instance mounted at ``pts_dir`` (the container's own, so
+    that ``tty`` inside finds its terminal under /dev/pts)."""
+    master = os.open(os.path.join(pts_dir, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+        number = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
+        slave = os.open(os.path.join(pts_dir, str(number)), os.O_RDWR | os.O_NOCTTY)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave
+
+
+def send_message(sock: socket.socket, text: str, fds: list[int] | None = None) -> None:
+    """One message on a SOCK_SEQPACKET channel, with file descriptors attached."""
+    if fds:
+        socket.send_fds(sock, [text.encode()], fds)
+    else:
+        sock.send(text.encode())
+
+
+def recv_message(sock: socket.socket, timeout: float) -> tuple[str | None, list[int]]:
+    """The next message and its file descriptors; ``None`` at EOF or on timeout."""
+    sock.settimeout(timeout)
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
+    except (TimeoutError, OSError):
+        return None, []
+    return (data.decode(errors="replace") if data else None), list(fds)
+
+
 def _set_stdio(stdio: tuple[int, int, int], tty: bool) -> None:
     os.setsid()
     if tty:
@@ -261,17 +297,26 @@ def _pivot(root: str, readonly: bool) -> None:
         _sys.mount(None, "/", None, _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY)
 
 
-def container_init(spec: dict, stdio: tuple[int, int, int], sync_w: int, start_r: int) -> None:
-    """The container's first process (PID 1 of its PID namespace), in the fork."""
+def container_init(
+    spec: dict, stdio: tuple[int, int, int] | None, sync: socket.socket, start_r: int
+) -> None:
+    """The container's first process (PID 1 of its PID namespace), in the fork. With a
+    tty (``stdio`` is ``None``) it opens the terminal in the container's own devpts and
+    sends the master side to the monitor."""
     try:
         _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _set_stdio(stdio, spec.get("tty", False))
         _join_cgroups(spec.get("cgroup_procs", ()))
         _sys.unshare(_sys.CLONE_NEWNS | _sys.CLONE_NEWCGROUP)
         _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_SLAVE)
         _mount_rootfs(spec)
+        if stdio is None:
+            master, slave = open_pty(os.path.join(spec["rootfs"]["target"], "dev", "pts"))
+            send_message(sync, "pty", [master])
+            os.close(master)
+            stdio = (slave, slave, slave)
+        _set_stdio(stdio, spec.get("tty", False))
         _pivot(spec["rootfs"]["target"], spec.get("readonly_rootfs", False))
-        os.write(sync_w, b"ready\n")
+        send_message(sync, "ready")
         if os.read(start_r, 1) != b"s":
             os._exit(0)
         os.chdir(spec.get("cwd") or "/")
@@ -283,15 +328,20 @@ def container_init(spec: dict, stdio: tuple[int, int, int], sync_w: int, start_r
     except BaseException as exc:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         try:
-            os.write(sync_w, ("error " + json.dumps({"message": message}) + "\n").encode())
+            send_message(sync, "error " + json.dumps({"message": message}))
         finally:
             os._exit(1)
 
 
 def exec_child(
-    container_pid: int, spec: dict, req: dict, stdio: tuple[int, int, int], report_w: int
+    container_pid: int,
+    spec: dict,
+    req: dict,
+    stdio: tuple[int, int, int] | None,
+    report: socket.socket,
 ) -> None:
-    """First fork of an exec: join the container, fork the command, report its pid."""
+    """First fork of an exec: join the container, fork the command, report its pid (and,
+    with a tty, the terminal's master side, opened in the container's devpts)."""
     try:
         _join_cgroups(spec.get("cgroup_procs", ()))
         fds = {}
@@ -301,6 +351,10 @@ def exec_child(
         for flag, fd in fds.items():
             _sys.setns(fd, flag)
         _sys.setns(mnt, _sys.CLONE_NEWNS)
+        fds: list[int] = []
+        if stdio is None:
+            master, slave = open_pty("/dev/pts")
+            stdio, fds = (slave, slave, slave), [master]
         pid = os.fork()
         if pid == 0:
             try:
@@ -317,11 +371,11 @@ def exec_child(
                     os.write(2, (message + "\n").encode())
                 finally:
                     os._exit(126 if isinstance(exc, PermissionError) else 127)
-        os.write(report_w, f"{pid}\n".encode())
+        send_message(report, f"pid {pid}", fds)
         os._exit(0)
     except BaseException as exc:
         try:
-            os.write(report_w, ("error " + str(exc) + "\n").encode())
+            send_message(report, "error " + json.dumps({"message": str(exc)}))
         finally:
             os._exit(1)
 
@@ -364,7 +418,7 @@ class Container:
         self.reason = ""
         self.message = ""
         self.start_w = -1
-        self.sync_r = -1
+        self.sync: socket.socket | None = None
         self.outputs: dict[int, str] = {}
         self.stdin_w = -1
         self.pty_master = -1
@@ -623,15 +677,8 @@ class Monitor:
         tty = bool(spec.get("tty"))
         parent_fds: list[int] = []
         child_fds: list[int] = []
-        if tty:
-            master, slave = os.openpty()
-            c.pty_master = master
-            c.outputs[master] = "stdout"
-            stdio = (slave, slave, slave)
-            child_fds.append(slave)
-            if spec.get("stdin"):
-                c.stdin_w = master
-        else:
+        stdio: tuple[int, int, int] | None = None
+        if not tty:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             c.outputs[out_r] = "stdout"
@@ -645,7 +692,7 @@ class Monitor:
             stdio = (in_r, out_w, err_w)
             child_fds += [in_r, out_w, err_w]
         parent_fds += list(c.outputs)
-        sync_r, sync_w = os.pipe()
+        sync, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         start_r, start_w = os.pipe()
         own_pidns = self.config.get("pid") != "POD"
         if own_pidns:
@@ -653,26 +700,37 @@ class Monitor:
         try:
             pid = os.fork()
         except BaseException:
-            for fd in (*parent_fds, *child_fds, sync_r, sync_w, start_r, start_w):
+            for fd in (*parent_fds, *child_fds, start_r, start_w):
                 os.close(fd)
+            sync.close()
+            sync_child.close()
             raise
         finally:
             if own_pidns and os.getpid() != 1:
                 _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
         if pid == 0:
             try:
-                container_init(spec, stdio, sync_w, start_r)
+                container_init(spec, stdio, sync_child, start_r)
             finally:
                 os._exit(127)
-        for fd in (*child_fds, sync_w, start_r):
+        for fd in (*child_fds, start_r):
             os.close(fd)
-        c.pid, c.sync_r, c.start_w = pid, sync_r, start_w
-        line = self.read_line(sync_r, timeout=60.0)
+        sync_child.close()
+        c.pid, c.sync, c.start_w = pid, sync, start_w
+        line, fds = recv_message(sync, timeout=60.0)
+        if line == "pty" and fds:
+            c.pty_master = fds[0]
+            c.outputs[c.pty_master] = "stdout"
+            parent_fds.append(c.pty_master)
+            if spec.get("stdin"):
+                c.stdin_w = c.pty_master
+            line, _ = recv_message(sync, timeout=60.0)
         if line != "ready":
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            for fd in (*parent_fds, sync_r, start_w):
+            for fd in (*parent_fds, start_w):
                 os.close(fd)
+            sync.close()
             raise RuntimeError(self.error_text(line, "container set-up failed"))
         for fd in c.outputs:
             os.set_blocking(fd, False)
@@ -725,9 +783,10 @@ class Monitor:
         os.close(c.start_w)
         c.start_w = -1
         c.started_at = now_ns()
-        line = self.read_line(c.sync_r, timeout=30.0)
-        os.close(c.sync_r)
-        c.sync_r = -1
+        assert c.sync is not None
+        line, _ = recv_message(c.sync, timeout=30.0)
+        c.sync.close()
+        c.sync = None
         if line is not None:
             c.message = self.error_text(line, "start failed")
             c.reason = "StartError"
@@ -800,30 +859,43 @@ class Monitor:
         c = self.container(req)
         if c.state != "CONTAINER_RUNNING":
             raise RuntimeError(f"container {c.id} is not running")
-        if len(conn.fds) < 3:
-            raise RuntimeError("exec needs three file descriptors (stdin, stdout, stderr)")
-        stdio = (conn.fds[0], conn.fds[1], conn.fds[2])
-        report_r, report_w = os.pipe()
+        stdio: tuple[int, int, int] | None = None
+        if not req.get("tty"):
+            if len(conn.fds) < 3:
+                raise RuntimeError("exec needs three file descriptors (stdin, stdout, stderr)")
+            stdio = (conn.fds[0], conn.fds[1], conn.fds[2])
+        report, report_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             try:
-                exec_child(c.pid, c.spec, req, stdio, report_w)
+                exec_child(c.pid, c.spec, req, stdio, report_child)
             finally:
                 os._exit(127)
-        os.close(report_w)
-        line = self.read_line(report_r, timeout=30.0)
-        os.close(report_r)
+        report_child.close()
+        line, fds = recv_message(report, timeout=30.0)
+        report.close()
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-        if not line or not line.isdigit():
-            raise RuntimeError((line or "exec failed")[6:] if line else "exec failed")
-        exec_pid = int(line)
+        if not line or not line.startswith("pid "):
+            for fd in fds:
+                os.close(fd)
+            raise RuntimeError(self.error_text(line, "exec failed"))
+        exec_pid = int(line[4:])
         conn.mode = "exec"
         conn.target = exec_pid
         self.execs[exec_pid] = conn
-        return {"pid": exec_pid}
+        reply = (json.dumps({"ok": True, "pid": exec_pid}) + "\n").encode()
+        try:
+            if fds:
+                socket.send_fds(conn.sock, [reply], fds)
+            else:
+                conn.send(reply)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return None
 
     def op_attach(self, conn: Conn, req: dict) -> dict:
         c = self.container(req)
@@ -893,10 +965,11 @@ class Monitor:
                 c.reason = "OOMKilled"
             else:
                 c.reason = "Completed" if code == 0 else "Error"
-        for fd in (c.start_w, c.sync_r):
-            if fd >= 0:
-                os.close(fd)
-        c.start_w = c.sync_r = -1
+        if c.start_w >= 0:
+            os.close(c.start_w)
+        if c.sync is not None:
+            c.sync.close()
+        c.start_w, c.sync = -1, None
         if c.stdin_w >= 0 and c.stdin_w != c.pty_master:
             os.close(c.stdin_w)
         c.stdin_w = -1

@@ -45,6 +45,7 @@ from kcore.errors import (
     PermanentError,
     TemporaryError,
 )
+from kcore.images import ImageStore
 from kcore.interfaces import (
     CONTAINER_CREATED,
     CONTAINER_CREATED_EVENT,
@@ -59,7 +60,6 @@ from kcore.interfaces import (
 )
 from kcore.plugins.runtime_linux import _sys, monitor
 from kcore.plugins.runtime_linux.cgroups import Cgroup, CgroupDriver
-from kcore.plugins.runtime_linux.images import ImageStore
 
 EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
 MONITOR_SCRIPT = Path(monitor.__file__).resolve()
@@ -92,6 +92,11 @@ def _process_start(pid: int) -> int | None:
     except OSError:
         return None
     fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        # Dead. If it was our child (a runtime object in this process started it), reap it.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return None
     return int(fields[19])
 
 
@@ -189,7 +194,10 @@ class LinuxRuntime:
 
     # -- talking to monitors ---------------------------------------------------------------
 
-    async def _connect(self, sb: _Sandbox, req: Mapping[str, Any], fds: Sequence[int] = ()):
+    async def _send(
+        self, sb: _Sandbox, req: Mapping[str, Any], fds: Sequence[int] = ()
+    ) -> socket.socket:
+        """A new connection to the sandbox's monitor, with ``req`` (and ``fds``) sent."""
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -202,11 +210,45 @@ class LinuxRuntime:
                 )
             else:
                 await loop.sock_sendall(sock, data)
-            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
         except OSError as exc:
             sock.close()
             raise TemporaryError(f"pod monitor of sandbox {sb.id} is not answering: {exc}") from exc
-        return reader, writer
+        return sock
+
+    async def _connect(self, sb: _Sandbox, req: Mapping[str, Any], fds: Sequence[int] = ()):
+        sock = await self._send(sb, req, fds)
+        return await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+
+    @staticmethod
+    async def _first_reply(sock: socket.socket) -> tuple[dict, list[int], bytes]:
+        """The monitor's first reply line with any descriptors attached to it, and the
+        bytes that came after it."""
+        loop = asyncio.get_running_loop()
+        buf, fds = b"", []
+        while b"\n" not in buf:
+            ready = loop.create_future()
+            loop.add_reader(sock.fileno(), lambda f=ready: f.done() or f.set_result(None))
+            try:
+                await asyncio.wait_for(ready, 60)
+            finally:
+                loop.remove_reader(sock.fileno())
+            try:
+                data, got, _flags, _addr = socket.recv_fds(sock, 65536, 4)
+            except BlockingIOError:
+                continue
+            fds += got
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                raise TemporaryError("the pod monitor closed the connection")
+            buf += data
+        line, _, rest = buf.partition(b"\n")
+        reply = json.loads(line)
+        if not reply.get("ok", True):
+            for fd in fds:
+                os.close(fd)
+            raise MonitorError(reply.get("error") or "the pod monitor refused the request")
+        return reply, fds, rest
 
     @staticmethod
     async def _reply(reader: asyncio.StreamReader) -> dict:
@@ -995,13 +1037,10 @@ class LinuxRuntime:
         _meta, sb = self._running(container_id)
         ours: list[int] = []
         theirs: list[int] = []
+        readers: dict[int, str] = {}
+        stdin_fd: int | None = None
         try:
-            if tty:
-                master, slave = os.openpty()
-                ours, theirs = [master], [slave, slave, slave]
-                readers = {master: "stdout"}
-                stdin_fd = master if stdin else None
-            else:
+            if not tty:
                 if stdin:
                     in_r, in_w = os.pipe()
                     ours.append(in_w)
@@ -1015,20 +1054,30 @@ class LinuxRuntime:
                 theirs = [in_r, out_w, err_w]
                 readers = {out_r: "stdout", err_r: "stderr"}
             req = {"op": "exec", "id": container_id, "args": list(cmd), "tty": tty}
-            reader, writer = await self._connect(sb, req, theirs)
+            sock = await self._send(sb, req, theirs)
         except BaseException:
             for fd in {*ours, *theirs}:
                 os.close(fd)
             raise
         for fd in set(theirs):
             os.close(fd)
-        session = ExecSession(reader, writer, readers, stdin_fd, tty)
         try:
-            await session.started()
+            reply, fds, rest = await self._first_reply(sock)
         except BaseException:
-            await session.close()
+            sock.close()
+            for fd in ours:
+                os.close(fd)
             raise
-        return session
+        if tty:
+            if not fds:
+                sock.close()
+                raise MonitorError("the pod monitor sent no terminal for the tty exec")
+            readers = {fds[0]: "stdout"}
+            stdin_fd = fds[0] if stdin else None
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+        if rest:
+            reader.feed_data(rest)
+        return ExecSession(reader, writer, readers, stdin_fd, tty, reply.get("pid", 0))
 
     async def attach(
         self, container_id: str, *, stdin: bool = False, tty: bool = False
@@ -1130,8 +1179,10 @@ class ExecSession:
         outputs: dict[int, str],
         stdin_fd: int | None,
         tty: bool,
+        pid: int,
     ):
         self.tty = tty
+        self.pid = pid
         self._reader = reader
         self._writer = writer
         self._outputs = dict(outputs)
@@ -1140,16 +1191,11 @@ class ExecSession:
         self._open = len(self._outputs)
         self._exit: asyncio.Future = asyncio.get_running_loop().create_future()
         self._closed = False
-        self._waiter: asyncio.Task | None = None
+        self._waiter = asyncio.ensure_future(self._wait_exit())
         loop = asyncio.get_running_loop()
         for fd in self._outputs:
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._on_output, fd)
-
-    async def started(self) -> None:
-        reply = await LinuxRuntime._reply(self._reader)
-        self.pid = reply.get("pid")
-        self._waiter = asyncio.ensure_future(self._wait_exit())
 
     async def _wait_exit(self) -> None:
         try:
@@ -1234,8 +1280,7 @@ class ExecSession:
                 await self._writer.drain()
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._exit), 5)
-        if self._waiter is not None:
-            self._waiter.cancel()
+        self._waiter.cancel()
         self._writer.close()
         for fd in list(self._outputs):
             self._close_output(fd)
