@@ -35,14 +35,15 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_plugins_json_lists_store_sqlite_in_the_store_slot():
+def test_plugins_json_lists_the_embedded_defaults_in_their_slots():
     proc = kcore("plugins", "--json")
     assert proc.returncode == 0, proc.stderr
-    [entry] = json.loads(proc.stdout)
-    assert entry["name"] == "store_sqlite"
-    assert entry["slots"] == ["store"]
-    assert "kcore_store" in entry["hooks"]
-    assert entry["version"]
+    entries = {entry["name"]: entry for entry in json.loads(proc.stdout)}
+    assert list(entries) == ["store_sqlite", "runtime_linux"]
+    assert entries["store_sqlite"]["slots"] == ["store"]
+    assert "kcore_store" in entries["store_sqlite"]["hooks"]
+    assert entries["runtime_linux"]["slots"] == ["runtime"]
+    assert entries["store_sqlite"]["version"]
 
 
 def test_plugins_table():
