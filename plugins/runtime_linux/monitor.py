@@ -281,15 +281,50 @@ def _mount_rootfs(spec: dict) -> None:
     _mkdir_in(root, spec.get("cwd") or "/")
 
 
+def mount_point_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The mount point of the mount that holds ``path``."""
+    path = os.path.realpath(path)
+    best = "/"
+    with open(mountinfo) as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if inside and len(point) > len(best):
+                best = point
+    return best
+
+
+def mount_is_shared(path: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether the mount holding ``path`` propagates to peers (``shared:N``)."""
+    point = mount_point_of(path, mountinfo)
+    shared = False
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            if fields[4].replace("\\040", " ") == point:
+                optional = fields[6 : fields.index("-")]
+                shared = any(o.startswith("shared:") for o in optional)
+    return shared
+
+
+_OLD_ROOT = ".kcore-old-root"
+
+
 def _pivot(root: str, readonly: bool) -> None:
     os.chdir(root)
     try:
-        _sys.pivot_root(".", ".")
-        _sys.umount2(".", _sys.MNT_DETACH)
+        os.mkdir(_OLD_ROOT, 0o700)
+        _sys.pivot_root(".", _OLD_ROOT)
+        os.chdir("/")
+        # Detach the old root without telling the host: slave first, then unmount.
+        _sys.mount(None, "/" + _OLD_ROOT, None, _sys.MS_REC | _sys.MS_SLAVE)
+        _sys.umount2("/" + _OLD_ROOT, _sys.MNT_DETACH)
+        os.rmdir("/" + _OLD_ROOT)
     except OSError as exc:
         if exc.errno != errno.EINVAL:
             raise
         # A root where pivot_root is impossible (ramfs, initramfs): move and chroot.
+        os.rmdir(_OLD_ROOT)
         _sys.mount(root, "/", None, _sys.MS_MOVE)
         os.chroot(".")
     os.chdir("/")
@@ -307,7 +342,13 @@ def container_init(
         _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
         _join_cgroups(spec.get("cgroup_procs", ()))
         _sys.unshare(_sys.CLONE_NEWNS | _sys.CLONE_NEWCGROUP)
-        _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_SLAVE)
+        if any(m.get("propagation") == "PROPAGATION_BIDIRECTIONAL" for m in spec.get("mounts", ())):
+            # Host mounts stay peers of the host's, so a bidirectional volume is one too;
+            # only the mount holding the root is made private, so the root's own mounts
+            # never reach the host.
+            _sys.mount(None, mount_point_of(spec["rootfs"]["target"]), None, _sys.MS_PRIVATE)
+        else:
+            _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_SLAVE)
         _mount_rootfs(spec)
         if stdio is None:
             master, slave = open_pty(os.path.join(spec["rootfs"]["target"], "dev", "pts"))

@@ -677,6 +677,13 @@ class LinuxRuntime:
                 "PROPAGATION_BIDIRECTIONAL",
             ):
                 raise Invalid(f"{where}.propagation: unknown value {propagation!r}")
+            if propagation == "PROPAGATION_BIDIRECTIONAL" and not monitor.mount_is_shared(
+                host_path
+            ):
+                raise BadRequest(
+                    f'{where}: path "{host_path}" is mounted on '
+                    f'"{monitor.mount_point_of(host_path)}" but it is not a shared mount'
+                )
             if m.get("recursive_read_only") and not m.get("readonly"):
                 raise Invalid(f"{where}: recursive_read_only needs readonly")
             mounts.append(

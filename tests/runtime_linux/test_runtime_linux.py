@@ -299,3 +299,65 @@ async def test_monitor_exits_on_sigterm_and_kills_its_containers(linux_backend, 
         not Path(f"/proc/{container_pid}").exists()
         or "Z" in Path(f"/proc/{container_pid}/stat").read_text().split(")")[1][:3]
     )
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path):
+    """A host directory that is a shared mount of its own (as a kubelet's pod volumes dir
+    is on a systemd host), unmounted afterwards with everything below it."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(directory)], check=True)
+        yield directory
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(directory)], check=False)
+
+
+async def test_mount_propagation(linux_backend, tmp_path, shared_dir):
+    rt = linux_backend.runtime
+    sid = await rt.run_pod_sandbox(sandbox_config(tmp_path))
+    kinds = {
+        "/private": "PROPAGATION_PRIVATE",
+        "/slave": "PROPAGATION_HOST_TO_CONTAINER",
+        "/both": "PROPAGATION_BIDIRECTIONAL",
+    }
+    mounts = [
+        {"container_path": path, "host_path": str(shared_dir), "propagation": propagation}
+        for path, propagation in kinds.items()
+    ]
+    security = {"security_context": {"privileged": True}}
+    cid = await run(rt, sid, "c", ["sleep", "3600"], mounts=mounts, linux=security)
+    from_host = shared_dir / "from-host"
+    from_host.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "fromhost", str(from_host)], check=True)
+    (from_host / "marker").write_text("host")
+    for path, seen in (("/private", False), ("/slave", True), ("/both", True)):
+        out, _, _ = await rt.exec_sync(cid, ["cat", f"{path}/from-host/marker"], timeout=5)
+        assert (out == b"host") == seen, (path, out)
+    (shared_dir / "from-container").mkdir()
+    _, err, code = await rt.exec_sync(
+        cid, ["mount", "-t", "tmpfs", "fromcontainer", "/both/from-container"], timeout=5
+    )
+    assert code == 0, err
+    await rt.exec_sync(cid, ["sh", "-c", "echo ctr > /both/from-container/marker"], timeout=5)
+    assert (shared_dir / "from-container" / "marker").read_text() == "ctr\n"
+    host_mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(Path(rt.root) / "containers") not in host_mounts  # the root never leaks out
+
+
+async def test_bidirectional_needs_a_shared_mount(linux_backend, tmp_path):
+    rt = linux_backend.runtime
+    sid = await rt.run_pod_sandbox(sandbox_config(tmp_path))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    mounts = [
+        {
+            "container_path": "/b",
+            "host_path": str(plain),
+            "propagation": "PROPAGATION_BIDIRECTIONAL",
+        }
+    ]
+    with pytest.raises(BadRequest, match="not a shared mount"):
+        await rt.create_container(sid, container_config("c", ["true"], mounts=mounts), {})
