@@ -381,44 +381,58 @@ def exec_child(
     stdio: tuple[int, int, int] | None,
     report: socket.socket,
 ) -> None:
-    """First fork of an exec: join the container, fork the command, report its pid (and,
-    with a tty, the terminal's master side, opened in the container's devpts)."""
+    """An exec'd process, forked by the monitor into the container's PID namespace: join
+    the container's cgroups, cgroup and mount namespaces, report ready (with a tty, send
+    the terminal's master side, opened in the container's devpts), then exec."""
+    ready = False
     try:
         _join_cgroups(spec.get("cgroup_procs", ()))
-        fds = {}
-        for ns, flag in (("pid", _sys.CLONE_NEWPID), ("cgroup", _sys.CLONE_NEWCGROUP)):
-            fds[flag] = os.open(f"/proc/{container_pid}/ns/{ns}", os.O_RDONLY)
-        mnt = os.open(f"/proc/{container_pid}/ns/mnt", os.O_RDONLY)
-        for flag, fd in fds.items():
-            _sys.setns(fd, flag)
-        _sys.setns(mnt, _sys.CLONE_NEWNS)
-        fds: list[int] = []
+        cgroup_ns = os.open(f"/proc/{container_pid}/ns/cgroup", os.O_RDONLY)
+        mnt_ns = os.open(f"/proc/{container_pid}/ns/mnt", os.O_RDONLY)
+        _sys.setns(cgroup_ns, _sys.CLONE_NEWCGROUP)
+        _sys.setns(mnt_ns, _sys.CLONE_NEWNS)
+        os.close(cgroup_ns)
+        os.close(mnt_ns)
         if stdio is None:
             master, slave = open_pty("/dev/pts")
-            stdio, fds = (slave, slave, slave), [master]
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _set_stdio(stdio, req.get("tty", False))
-                os.chdir(req.get("cwd") or spec.get("cwd") or "/")
-                _apply_identity(spec)
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.set_wakeup_fd(-1)
-                _exec({"args": req["args"], "env": spec["env"]})
-            except BaseException as exc:
-                message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                try:
-                    os.write(2, (message + "\n").encode())
-                finally:
-                    os._exit(126 if isinstance(exc, PermissionError) else 127)
-        send_message(report, f"pid {pid}", fds)
-        os._exit(0)
+            send_message(report, "ready", [master])
+            os.close(master)
+            stdio = (slave, slave, slave)
+        else:
+            send_message(report, "ready")
+        ready = True
+        _set_stdio(stdio, req.get("tty", False))
+        os.chdir(req.get("cwd") or spec.get("cwd") or "/")
+        _apply_identity(spec)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        _exec({"args": req["args"], "env": spec["env"]})
     except BaseException as exc:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         try:
-            send_message(report, "error " + json.dumps({"message": str(exc)}))
+            if ready:
+                os.write(2, (message + "\n").encode())
+            else:
+                send_message(report, "error " + json.dumps({"message": message}))
         finally:
-            os._exit(1)
+            os._exit(126 if isinstance(exc, PermissionError) else 127)
+
+
+def pod_init() -> None:
+    """PID 1 of a pod's shared PID namespace: reap orphans until told to stop."""
+    signal.set_wakeup_fd(-1)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
+    os.closerange(3, 1 << 16)
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        info = signal.sigtimedwait({signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}, 60)
+        if info is not None and info.si_signo != signal.SIGCHLD:
+            return
 
 
 # --------------------------------------------------------------------------------------
@@ -495,6 +509,7 @@ class Monitor:
         self.subscribers: list[Conn] = []
         self.stopping = False
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        self.pod_init = 0
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -511,6 +526,16 @@ class Monitor:
             _sys.sethostname(self.config["hostname"])
         if flags & _sys.CLONE_NEWNET:
             _sys.loopback_up()
+        if self.config.get("pid") == "POD":
+            # A shared PID namespace for the pod: its init is a forked reaper, and every
+            # later child of the monitor (the containers) is born into it.
+            _sys.unshare(_sys.CLONE_NEWPID)
+            self.pod_init = os.fork()
+            if self.pod_init == 0:
+                try:
+                    pod_init()
+                finally:
+                    os._exit(0)
         for key, value in (self.config.get("sysctls") or {}).items():
             with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
                 f.write(str(value))
@@ -735,9 +760,10 @@ class Monitor:
         parent_fds += list(c.outputs)
         sync, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         start_r, start_w = os.pipe()
-        own_pidns = self.config.get("pid") != "POD"
+        own_pidns = self.config.get("pid", "CONTAINER") == "CONTAINER"
         if own_pidns:
             _sys.unshare(_sys.CLONE_NEWPID)
+        pid = -1
         try:
             pid = os.fork()
         except BaseException:
@@ -747,7 +773,7 @@ class Monitor:
             sync_child.close()
             raise
         finally:
-            if own_pidns and os.getpid() != 1:
+            if own_pidns and pid != 0:
                 _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
         if pid == 0:
             try:
@@ -906,7 +932,19 @@ class Monitor:
                 raise RuntimeError("exec needs three file descriptors (stdin, stdout, stderr)")
             stdio = (conn.fds[0], conn.fds[1], conn.fds[2])
         report, report_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
+        # The exec'd process is the monitor's own child, born into the container's PID
+        # namespace (as a container's init is), so the monitor reaps it and learns its exit.
+        pidns = -1
+        if self.config.get("pid", "CONTAINER") == "CONTAINER":
+            pidns = os.open(f"/proc/{c.pid}/ns/pid", os.O_RDONLY)
+            _sys.setns(pidns, _sys.CLONE_NEWPID)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pidns >= 0 and pid != 0:
+                _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
+                os.close(pidns)
         if pid == 0:
             try:
                 exec_child(c.pid, c.spec, req, stdio, report_child)
@@ -915,15 +953,16 @@ class Monitor:
         report_child.close()
         line, fds = recv_message(report, timeout=30.0)
         report.close()
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        if not line or not line.startswith("pid "):
+        if line != "ready":
             for fd in fds:
                 os.close(fd)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
             raise RuntimeError(self.error_text(line, "exec failed"))
-        exec_pid = int(line[4:])
+        exec_pid = pid
         conn.mode = "exec"
         conn.target = exec_pid
         self.execs[exec_pid] = conn
@@ -1038,6 +1077,8 @@ class Monitor:
                     pass
         for pid in list(self.execs):
             self.kill_group(pid)
+        if self.pod_init:
+            os.kill(self.pod_init, signal.SIGKILL)
 
     def finish(self) -> None:
         deadline = time.monotonic() + 10

@@ -361,3 +361,24 @@ async def test_bidirectional_needs_a_shared_mount(linux_backend, tmp_path):
     ]
     with pytest.raises(BadRequest, match="not a shared mount"):
         await rt.create_container(sid, container_config("c", ["true"], mounts=mounts), {})
+
+
+async def test_pod_pid_namespace_is_shared_on_request(linux_backend, tmp_path):
+    rt = linux_backend.runtime
+    options = {"security_context": {"namespace_options": {"pid": "POD"}}}
+    sid = await rt.run_pod_sandbox(sandbox_config(tmp_path, linux=options))
+    first = await run(rt, sid, "first", ["sleep", "3601"])
+    second = await run(rt, sid, "second", ["sleep", "3602"])
+    out, _, _ = await rt.exec_sync(second, ["ps", "-o", "pid,args"], timeout=5)
+    assert b"sleep 3601" in out and b"sleep 3602" in out
+    # PID 1 is the pod's reaper, not a container's command.
+    assert b"sleep" not in out.splitlines()[1]
+    # Separate namespaces when not asked: each container sees only itself.
+    sid2 = await rt.run_pod_sandbox(sandbox_config(tmp_path, name="other"))
+    alone = await run(rt, sid2, "alone", ["sleep", "3603"])
+    out, _, _ = await rt.exec_sync(alone, ["ps", "-o", "pid,args"], timeout=5)
+    assert b"sleep 3603" in out.splitlines()[1] and b"3601" not in out
+    await rt.remove_pod_sandbox(sid)
+    assert (await rt.container_status(alone))["state"] == CONTAINER_RUNNING
+    assert await rt.list_containers({"pod_sandbox_id": sid}) == []
+    _ = first
