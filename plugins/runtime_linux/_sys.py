@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -107,9 +106,10 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    machine = os.uname().machine
+    number = _SYS_PIVOT_ROOT.get(machine)
     if number is None:
-        raise OSError(errno.ENOSYS, f"pivot_root: unknown architecture {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"pivot_root: unknown architecture {machine}")
     _check(_libc.syscall(number, _b(new_root), _b(put_old)), f"pivot_root {new_root}")
 
 

@@ -11,13 +11,13 @@ into this format runs as a standalone script under ``python -I -S``.
 
 from __future__ import annotations
 
-import calendar
 import os
-import re
 import time
-from collections.abc import Callable
-from datetime import datetime
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing itself is a megabyte the pod monitor need not carry
+if TYPE_CHECKING:  # the writer runs in every pod monitor: keep its imports to the minimum
+    from collections.abc import Callable
+    from pathlib import Path
 
 MAX_LINE = 16 * 1024
 STREAMS = ("stdout", "stderr")
@@ -26,9 +26,7 @@ PARTIAL = "P"
 
 _NS = 1_000_000_000
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-_TIMESTAMP = re.compile(
-    rb"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})"
-)
+_TIMESTAMP = rb"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})"
 
 
 def format_timestamp(ns: int) -> str:
@@ -39,7 +37,11 @@ def format_timestamp(ns: int) -> str:
 
 def parse_timestamp(text: bytes) -> int:
     """Nanoseconds since the epoch from an RFC 3339 timestamp (any fraction, Z or offset)."""
-    match = _TIMESTAMP.fullmatch(text)
+    import calendar
+    import re
+    from datetime import datetime
+
+    match = re.fullmatch(_TIMESTAMP, text)
     if match is None:
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
@@ -83,7 +85,8 @@ def read_log(path: str | Path, *, join_partials: bool = True) -> list[tuple[int,
     and the message carries the first piece's timestamp. A last line without its newline is
     still being written and is left out; P pieces never ended by an F come last.
     """
-    data = Path(path).read_bytes()
+    with open(path, "rb") as f:
+        data = f.read()
     lines = data.split(b"\n")[:-1]
     messages: list[tuple[int, str, bytes]] = []
     pending: dict[str, tuple[int, list[bytes]]] = {}
@@ -120,7 +123,7 @@ class CriLogWriter:
     ) -> None:
         if max_line < 1:
             raise ValueError("max_line must be positive")
-        self.path = Path(path)
+        self.path = os.fspath(path)
         self._clock = clock
         self._max_line = max_line
         self._pending = {stream: bytearray() for stream in STREAMS}
