@@ -202,18 +202,31 @@ def _apply_identity(spec: dict) -> None:
 
 
 def _exec(spec: dict) -> None:
+    """execve with a $PATH search done here: after pivot_root the standard library is out
+    of reach, so nothing on this path may import a module (``os.execvpe`` would)."""
     args, env = spec["args"], spec["env"]
     envmap = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    try:
-        os.execvpe(args[0], args, envmap)
-    except FileNotFoundError:
-        if "/" in args[0]:
-            raise OSError(errno.ENOENT, f'exec: "{args[0]}": no such file or directory') from None
-        raise OSError(
-            errno.ENOENT, f'exec: "{args[0]}": executable file not found in $PATH'
-        ) from None
-    except PermissionError:
-        raise OSError(errno.EACCES, f'exec: "{args[0]}": permission denied') from None
+    name = args[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        search = (
+            envmap.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        )
+        candidates = [os.path.join(d or ".", name) for d in search.split(":")]
+    denied = False
+    for path in candidates:
+        try:
+            os.execve(path, args, envmap)
+        except PermissionError:
+            denied = True
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+    if denied:
+        raise OSError(errno.EACCES, f'exec: "{name}": permission denied')
+    if "/" in name:
+        raise OSError(errno.ENOENT, f'exec: "{name}": no such file or directory')
+    raise OSError(errno.ENOENT, f'exec: "{name}": executable file not found in $PATH')
 
 
 def _mkdir_in(root: str, path: str, mode: int = 0o755) -> str:
