@@ -4,7 +4,7 @@ point, so it is active wherever kcore is installed; it collects nothing by itsel
 It adds the options ``--kcore-plugin NAME`` (repeatable) and ``--kcore-option KEY=VALUE``
 (plugin option values, as ``settings.options``), and the fixtures through which suites
 get the implementation under test. A plugin author who tests an implementation directly
-overrides the factory fixture (``store_factory``) in a ``conftest.py`` or test class.
+overrides the factory fixture (``store_factory``, ``runtime_factory``) in a ``conftest.py`` or test class.
 """
 
 from __future__ import annotations
@@ -98,5 +98,42 @@ def store_factory(
 
     async def make() -> Any:
         return await host.store(kcore_settings_factory())
+
+    return make
+
+
+@pytest.fixture
+def runtime_factory(
+    kcore_plugins: list[str], kcore_settings_factory: Callable[[], Settings]
+) -> Callable[..., Awaitable[Any]]:
+    """An async callable ``make(settings=None)`` returning a new
+    :class:`kcore.RuntimeBackend` on each call.
+
+    Without ``settings`` the runtime gets a fresh, empty data directory; with them (made by
+    ``kcore_settings_factory``) it runs on those, so that a test can close one runtime and
+    start another on the same data directory, as a restarted node agent does.
+
+    The default builds the runtime of the plugin named with ``--kcore-plugin``, through the
+    same plugin host the daemon uses. Override this fixture to test a runtime directly::
+
+        @pytest.fixture
+        def runtime_factory(kcore_settings_factory):
+            async def make(settings=None):
+                settings = settings or kcore_settings_factory()
+                return my_runtime_backend(settings.data_dir)
+            return make
+    """
+    if not kcore_plugins:
+        pytest.fail(
+            "no runtime under test: pass --kcore-plugin NAME, or override the "
+            "runtime_factory fixture",
+            pytrace=False,
+        )
+    from kcore.plugin_host import PluginHost
+
+    host = PluginHost(kcore_plugins)
+
+    async def make(settings: Settings | None = None) -> Any:
+        return await host.runtime(settings if settings is not None else kcore_settings_factory())
 
     return make

@@ -32,6 +32,7 @@ OPTIONS_META_KEY = "kcore.plugin_options"
 #: slot or contribution hook -> the conformance suite module that checks it
 CONFORMANCE_SUITES: dict[str, str] = {
     "store": "kcore.conformance.suites.test_store",
+    "runtime": "kcore.conformance.suites.test_runtime",
 }
 
 

@@ -12,6 +12,7 @@ its keys are the CRI field names in snake case.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,39 @@ class StreamSession(Protocol):
     async def close(self) -> None:
         """End the session: an exec'd process is killed, an attach detaches."""
         ...
+
+
+class ContainerEventStream:
+    """A ready-made ``container_events`` iterator for runtimes: one subscriber's events,
+    every event put on its queue after it was made (not after its first read).
+
+    A runtime keeps a set of queues, puts each event on every queue in it, and ``None`` to
+    end the streams when it closes."""
+
+    def __init__(self, subscribers: set[asyncio.Queue[Any]]) -> None:
+        self._subscribers = subscribers
+        self._queue: asyncio.Queue[Any] | None = asyncio.Queue()
+        subscribers.add(self._queue)
+
+    def __aiter__(self) -> ContainerEventStream:
+        return self
+
+    async def __anext__(self) -> Mapping[str, Any]:
+        if self._queue is None:
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        if event is None:
+            self._detach()
+            raise StopAsyncIteration
+        return event
+
+    def _detach(self) -> None:
+        if self._queue is not None:
+            self._subscribers.discard(self._queue)
+            self._queue = None
+
+    async def aclose(self) -> None:
+        self._detach()
 
 
 @runtime_checkable
@@ -416,6 +450,7 @@ class AdmissionCheck(Protocol):
 __all__ = [
     "AdmissionCheck",
     "AdmissionRequest",
+    "ContainerEventStream",
     "Controller",
     "ControllerContext",
     "FilterStep",

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from kcore.interfaces import (
     RUNTIME_CAPABILITIES,
     SANDBOX_NOTREADY,
     SANDBOX_READY,
+    ContainerEventStream,
 )
 from kcore.plugins.runtime_linux import _sys, monitor
 from kcore.plugins.runtime_linux.cgroups import Cgroup, CgroupDriver
@@ -167,7 +168,7 @@ class LinuxRuntime:
         (self.root / "sandboxes").mkdir(parents=True, exist_ok=True)
         (self.root / "containers").mkdir(parents=True, exist_ok=True)
         self._sandboxes: dict[str, _Sandbox] = {}
-        self._listeners: list[asyncio.Queue] = []
+        self._listeners: set[asyncio.Queue] = set()
         self._closed = False
         self._children: dict[int, subprocess.Popen] = {}
         for entry in (self.root / "sandboxes").iterdir():
@@ -294,14 +295,8 @@ class LinuxRuntime:
         for queue in self._listeners:
             queue.put_nowait(event)
 
-    async def container_events(self) -> AsyncIterator[Mapping[str, Any]]:
-        queue: asyncio.Queue = asyncio.Queue()
-        self._listeners.append(queue)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._listeners.remove(queue)
+    def container_events(self) -> ContainerEventStream:
+        return ContainerEventStream(self._listeners)
 
     # -- version and status --------------------------------------------------------------------
 
