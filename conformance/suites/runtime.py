@@ -395,7 +395,8 @@ class RuntimeConformance:
     """The runtime contract, one test per promise, in critest's groups."""
 
     @pytest.fixture(scope="session")
-    def runtime_test_images(self, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    @classmethod
+    def runtime_test_images(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         """The suite's images as OCI layouts, by tag; built once per session."""
         from kcore.conformance.testimages import build_busybox_layout
 
