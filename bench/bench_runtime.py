@@ -479,11 +479,6 @@ async def bench(args: argparse.Namespace, work: Path, run_name: str) -> None:
                     await asyncio.wait_for(backend.runtime.remove_pod_sandbox(sandbox["id"]), 30)
             await backend.close()
         kill_recorded_monitors(settings.data_dir)
-        if backend is not None:
-            for proc in backend.runtime._children.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
         remove_cgroup_root(run_name)
         remove_named_cgroups(run_name)
         for peer in peers:

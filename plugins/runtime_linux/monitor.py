@@ -41,6 +41,10 @@ import sys
 import termios
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 try:  # imported as part of kcore.plugins.runtime_linux
     from . import _sys, crilog
 except ImportError:  # run as a script by the runtime (-I leaves the script's dir off the path)
@@ -1112,26 +1116,91 @@ class Monitor:
             self.drop(conn)
 
 
-def main(argv: list[str]) -> int:
-    sandbox_dir = argv[1]
-    ready_fd = int(argv[2]) if len(argv) > 2 else -1
+def run_monitor(sandbox_dir: str, report: Callable[[str], None]) -> int:
+    """Become the monitor of ``sandbox_dir``: set up, ``report`` ready (or the error), serve."""
     try:
         with open(os.path.join(sandbox_dir, "sandbox.json")) as f:
             config = json.load(f)
+        log = os.open(
+            os.path.join(sandbox_dir, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        devnull = os.open("/dev/null", os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(devnull)
+        os.close(log)
         monitor = Monitor(sandbox_dir, config.get("monitor", {}))
         monitor.setup()
     except BaseException as exc:
-        if ready_fd >= 0:
-            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            os.write(ready_fd, ("error " + json.dumps({"message": message}) + "\n").encode())
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        report("error " + json.dumps({"message": message}))
         return 1
-    if ready_fd >= 0:
-        os.write(ready_fd, f"ready {os.getpid()}\n".encode())
-        os.close(ready_fd)
-    devnull = os.open("/dev/null", os.O_RDWR)
-    os.dup2(devnull, 0)
+    report(f"ready {os.getpid()}")
     monitor.serve()
     return 0
+
+
+def zygote(channel_fd: int) -> int:
+    """The runtime's zygote: with everything a monitor needs already imported (and frozen
+    out of the garbage collector's reach, so forks share those pages), fork one monitor per
+    request. Requests are ``{"sandbox_dir": ...}`` messages on a SOCK_SEQPACKET channel
+    whose other end the runtime holds; each forked monitor answers on it with one message,
+    ``ready <pid>`` or ``error {...}``. EOF on the channel (the runtime closed it or died)
+    ends the zygote; the monitors it forked live on."""
+    import gc
+
+    channel = socket.socket(fileno=channel_fd)
+    channel.settimeout(1.0)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    json.loads(json.dumps({"warm": [1]}))
+    gc.collect()
+    gc.freeze()
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        try:
+            data = channel.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            return 0
+        try:
+            sandbox_dir = json.loads(data)["sandbox_dir"]
+        except (ValueError, KeyError, TypeError):
+            channel.send(b'error {"message": "malformed zygote request"}')
+            continue
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setsid()
+                channel.settimeout(None)
+
+                def report(text: str) -> None:
+                    channel.send(text.encode())
+                    channel.close()
+
+                code = run_monitor(sandbox_dir, report)
+            finally:
+                os._exit(code)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--zygote":
+        return zygote(int(argv[2]))
+    sandbox_dir = argv[1]
+    ready_fd = int(argv[2]) if len(argv) > 2 else -1
+
+    def report(text: str) -> None:
+        if ready_fd >= 0:
+            os.write(ready_fd, (text + "\n").encode())
+            os.close(ready_fd)
+
+    return run_monitor(sandbox_dir, report)
 
 
 if __name__ == "__main__":

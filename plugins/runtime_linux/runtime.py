@@ -170,14 +170,17 @@ class LinuxRuntime:
         self._sandboxes: dict[str, _Sandbox] = {}
         self._listeners: set[asyncio.Queue] = set()
         self._closed = False
-        self._children: dict[int, subprocess.Popen] = {}
+        self._zygote: subprocess.Popen | None = None
+        self._zygote_channel: socket.socket | None = None
+        self._zygote_lock = asyncio.Lock()
         for entry in (self.root / "sandboxes").iterdir():
             record = _read_json(entry / "sandbox.json")
             if record and record.get("pid"):
                 self._sandboxes[entry.name] = _Sandbox(entry.name, entry, record)
 
     async def start(self) -> None:
-        """Reconnect to the monitors of sandboxes that are still running."""
+        """Start the monitors' zygote; reconnect to the monitors of running sandboxes."""
+        self._start_zygote()
         for sb in self._sandboxes.values():
             if sb.ready:
                 self._watch(sb)
@@ -192,6 +195,16 @@ class LinuxRuntime:
             sb.close()
         for queue in self._listeners:
             queue.put_nowait(None)
+        if self._zygote_channel is not None:
+            self._zygote_channel.close()
+            self._zygote_channel = None
+        if self._zygote is not None:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._zygote.wait), 10)
+            except TimeoutError:
+                self._zygote.kill()
+                await asyncio.to_thread(self._zygote.wait)
+            self._zygote = None
 
     # -- talking to monitors ---------------------------------------------------------------
 
@@ -414,32 +427,56 @@ class LinuxRuntime:
         (directory / "hosts").write_text(hosts)
         (directory / "hostname").write_text(hostname + "\n")
 
-    async def _spawn_monitor(self, directory: Path) -> int:
-        ready_r, ready_w = os.pipe()
-        log = open(directory / "monitor.log", "ab")
+    def _start_zygote(self) -> None:
+        """Start the zygote that forks pod monitors (``monitor.zygote``), once per runtime
+        object; it ends when the runtime closes its channel, or dies."""
+        if self._zygote is not None and self._zygote.poll() is None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log = open(self.root / "zygote.log", "ab")
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(MONITOR_SCRIPT), str(directory), str(ready_w)],
+            self._zygote = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(MONITOR_SCRIPT), "--zygote", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                pass_fds=(ready_w,),
+                pass_fds=(theirs.fileno(),),
                 start_new_session=True,
-                cwd=directory,
+                cwd=self.root,
             )
         finally:
-            os.close(ready_w)
+            theirs.close()
             log.close()
-        self._children[proc.pid] = proc
-        try:
-            line = await asyncio.to_thread(monitor.Monitor.read_line, ready_r, 30.0)
-        finally:
-            os.close(ready_r)
-        if not line or not line.startswith("ready "):
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.to_thread(proc.wait)
-            self._children.pop(proc.pid, None)
+        ours.setblocking(False)
+        if self._zygote_channel is not None:
+            self._zygote_channel.close()
+        self._zygote_channel = ours
+
+    async def _spawn_monitor(self, directory: Path) -> int:
+        loop = asyncio.get_running_loop()
+        async with self._zygote_lock:
+            reply = b""
+            for _attempt in range(2):
+                self._start_zygote()
+                channel = self._zygote_channel
+                assert channel is not None
+                try:
+                    await loop.sock_sendall(
+                        channel, json.dumps({"sandbox_dir": str(directory)}).encode()
+                    )
+                    reply = await asyncio.wait_for(loop.sock_recv(channel, 65536), 60)
+                except (OSError, TimeoutError):
+                    reply = b""
+                if reply:
+                    break
+                # The zygote is gone: start another and ask again.
+                if self._zygote is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._zygote.kill()
+                    await asyncio.to_thread(self._zygote.wait)
+                    self._zygote = None
+        line = reply.decode(errors="replace")
+        if not line.startswith("ready "):
             detail = monitor.Monitor.error_text(line, "the pod monitor did not start")
             raise PermanentError(f"pod sandbox set-up failed: {detail}")
         return int(line.split()[1])
@@ -462,17 +499,11 @@ class LinuxRuntime:
         deadline = time.monotonic() + timeout
         killed = False
         while sb.monitor_alive():
-            proc = self._children.get(pid)
-            if proc is not None and proc.poll() is not None:
-                break
             if time.monotonic() > deadline and not killed:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 killed = True
             await asyncio.sleep(0.005)
-        proc = self._children.pop(pid, None)
-        if proc is not None:
-            await asyncio.to_thread(proc.wait)
 
     async def remove_pod_sandbox(self, pod_sandbox_id: str) -> None:
         sb = self._sandboxes.get(pod_sandbox_id)
