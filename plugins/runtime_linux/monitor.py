@@ -650,6 +650,8 @@ class Monitor:
                 pass
         if fd == c.pty_master:
             c.pty_master = -1
+        if fd == c.stdin_w:
+            c.stdin_w = -1
 
     def drain(self, c: Container) -> None:
         for fd in list(c.outputs):

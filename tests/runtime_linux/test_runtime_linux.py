@@ -382,3 +382,23 @@ async def test_pod_pid_namespace_is_shared_on_request(linux_backend, tmp_path):
     assert (await rt.container_status(alone))["state"] == CONTAINER_RUNNING
     assert await rt.list_containers({"pod_sandbox_id": sid}) == []
     _ = first
+
+
+async def test_tty_container_attach_and_log(linux_backend, tmp_path):
+    rt = linux_backend.runtime
+    sid = await rt.run_pod_sandbox(sandbox_config(tmp_path))
+    cid = await run(rt, sid, "shell", ["sh"], tty=True, stdin=True)
+    session = await rt.attach(cid, stdin=True)
+    assert session.tty
+    await session.resize(120, 30)
+    await session.write_stdin(b"tty; stty size; exit 5\n")
+    out = b""
+    while (item := await session.read()) is not None:
+        assert item[0] == "stdout"
+        out += item[1]
+    assert await session.wait() == 5
+    assert b"/dev/pts/0" in out and b"30 120" in out
+    status = await wait_state(rt, cid, CONTAINER_EXITED)
+    assert status["exit_code"] == 5
+    log = Path(status["log_path"]).read_text()
+    assert " stdout " in log and "/dev/pts/0" in log and " stderr " not in log
