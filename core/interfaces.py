@@ -13,7 +13,7 @@ its keys are the CRI field names in snake case.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -319,27 +319,64 @@ class RuntimeBackend:
 # --------------------------------------------------------------------------------------
 
 
+#: What a network plugin may declare in ``capabilities``; the network conformance suite
+#: skips the checks of a capability a plugin lacks, saying so.
+NETWORK_CAPABILITIES = frozenset(
+    {
+        "pod_addresses",  # each pod gets an address of its own, in its own namespace
+        "pod_to_pod",  # pods reach each other's addresses
+        "host_to_pod",  # the node reaches pod addresses
+        "host_ports",  # port_mappings with a host_port reach the pod
+        "survives_restart",  # a new plugin object on the same data dir knows every pod
+    }
+)
+
+
 @runtime_checkable
 class NetworkPlugin(Protocol):
-    """Wires a pod sandbox's network namespace into the cluster network, as CNI's
-    ADD/DEL/CHECK/STATUS. ``teardown_pod`` of an unknown pod succeeds."""
+    """Wires a pod sandbox's network namespace into the cluster network, as CNI's ADD, DEL,
+    CHECK, STATUS and GC.
+
+    ``config`` of :meth:`setup_pod`: ``name`` and ``namespace`` of the pod, and
+    ``port_mappings`` as CRI's [{``protocol`` (``TCP`` | ``UDP`` | ``SCTP``),
+    ``container_port``, ``host_port`` (0 = none), ``host_ip``}]. The answer:
+    ``{"ips": ["10.244.0.5"], "interface": "eth0", "gateway": "10.244.0.1", "routes":
+    [{"dst": "0.0.0.0/0", "gateway": "10.244.0.1"}], "dns": {"servers": [], "searches":
+    [], "options": []}}``.
+
+    ``teardown_pod`` is idempotent: tearing down a pod that is gone, or whose namespace is
+    gone, succeeds and releases what the plugin held for it. Errors are kcore errors:
+    :class:`kcore.NotFound` for a namespace path that does not exist,
+    :class:`kcore.Conflict` for a host port already taken, :class:`kcore.TemporaryError`
+    when the pod range is exhausted; a failed set-up leaves nothing behind.
+    """
 
     capabilities: frozenset[str]
 
     async def setup_pod(
         self, pod_uid: str, netns_path: str, config: Mapping[str, Any]
     ) -> Mapping[str, Any]:
-        """Attach the namespace; return ``{"ips": [...], "interface": ..., "gateway": ...}``."""
+        """Attach the namespace (idempotent for the same pod: the same answer again)."""
         ...
 
     async def teardown_pod(self, pod_uid: str, netns_path: str | None) -> None: ...
 
     async def check_pod(self, pod_uid: str, netns_path: str) -> None:
-        """Raise when the pod's wiring is broken."""
+        """Raise (:class:`kcore.NotFound` or :class:`kcore.PermanentError`) when the pod's
+        wiring is missing or broken."""
         ...
 
     async def status(self) -> Mapping[str, Any]:
-        """Readiness of the network, reported as the node's ``NetworkReady`` condition."""
+        """``{"ready": bool, "reason": str, "message": str}``: the node's
+        ``NetworkReady`` condition."""
+        ...
+
+    async def gc(self, live_pod_uids: Collection[str]) -> Sequence[str]:
+        """Release everything held for pods not in ``live_pod_uids``; return their uids."""
+        ...
+
+    async def close(self) -> None:
+        """Release the plugin's own resources; pods stay wired."""
         ...
 
 

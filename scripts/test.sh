@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 
-debs=(etcd-server busybox-static iproute2 iputils-ping openssl)
+debs=(etcd-server busybox-static iproute2 iputils-ping openssl nftables)
 # kubectl is on these machines; elsewhere Debian's kubernetes-client provides it.
 command -v kubectl >/dev/null 2>&1 || debs+=(kubernetes-client)
 command -v "$py" >/dev/null 2>&1 || debs+=(python3)
