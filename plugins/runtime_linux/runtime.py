@@ -195,6 +195,11 @@ class LinuxRuntime:
             sb.close()
         for queue in self._listeners:
             queue.put_nowait(None)
+        # The runtime's cgroup root goes once no pod is left in it (rmdir of a cgroup with
+        # children fails, so a restart with running pods keeps it).
+        for path in self.cgroups.parent_paths().values():
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
         if self._zygote_channel is not None:
             self._zygote_channel.close()
             self._zygote_channel = None
