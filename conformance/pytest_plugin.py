@@ -4,11 +4,13 @@ point, so it is active wherever kcore is installed; it collects nothing by itsel
 It adds the options ``--kcore-plugin NAME`` (repeatable) and ``--kcore-option KEY=VALUE``
 (plugin option values, as ``settings.options``), and the fixtures through which suites
 get the implementation under test. A plugin author who tests an implementation directly
-overrides the factory fixture (``store_factory``, ``runtime_factory``) in a ``conftest.py`` or test class.
+overrides the factory fixture (``store_factory``, ``runtime_factory``, ``network_factory``) in a
+``conftest.py`` or test class.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -137,3 +139,76 @@ def runtime_factory(
         return await host.runtime(settings if settings is not None else kcore_settings_factory())
 
     return make
+
+
+@pytest.fixture
+def network_factory(
+    kcore_plugins: list[str], kcore_settings_factory: Callable[[], Settings]
+) -> Callable[..., Awaitable[Any]]:
+    """An async callable ``make(settings=None)`` returning a new
+    :class:`kcore.NetworkPlugin` on each call.
+
+    Without ``settings`` the plugin gets a fresh, empty data directory; with them (made by
+    ``kcore_settings_factory``) it runs on those, so that a test can close one plugin and
+    start another on the same data directory, as a restarted node agent does.
+
+    The default builds the network of the plugin named with ``--kcore-plugin``, through the
+    same plugin host the daemon uses (plugin options come from ``--kcore-option``). Override
+    this fixture to test a plugin directly::
+
+        @pytest.fixture
+        def network_factory(kcore_settings_factory):
+            async def make(settings=None):
+                return MyNetwork(settings or kcore_settings_factory())
+            return make
+    """
+    if not kcore_plugins:
+        pytest.fail(
+            "no network under test: pass --kcore-plugin NAME, or override the "
+            "network_factory fixture",
+            pytrace=False,
+        )
+    from kcore.plugin_host import PluginHost
+
+    host = PluginHost(kcore_plugins)
+
+    async def make(settings: Settings | None = None) -> Any:
+        return await host.network(settings if settings is not None else kcore_settings_factory())
+
+    return make
+
+
+@pytest.fixture
+def volume_sources_factory(
+    kcore_plugins: list[str], kcore_settings_factory: Callable[[], Settings]
+) -> Callable[..., list[Any]]:
+    """A callable ``make(settings=None)`` returning the :class:`kcore.VolumeSource` list
+    that the plugins named with ``--kcore-plugin`` contribute (``kcore_volume_sources``),
+    through the same plugin host the node agent uses. Override it to test sources
+    directly::
+
+        @pytest.fixture
+        def volume_sources_factory():
+            return lambda settings=None: [MyVolumeSource()]
+    """
+    if not kcore_plugins:
+        pytest.fail(
+            "no volume sources under test: pass --kcore-plugin NAME, or override the "
+            "volume_sources_factory fixture",
+            pytrace=False,
+        )
+    host = _volume_plugin_host(tuple(kcore_plugins))
+
+    def make(settings: Settings | None = None) -> list[Any]:
+        return host.volume_sources(settings if settings is not None else kcore_settings_factory())
+
+    return make
+
+
+@functools.cache
+def _volume_plugin_host(plugins: tuple[str, ...]) -> Any:
+    """One plugin host per run for the volume suite, whose tests are many and quick
+    (finding and loading plugins costs more than most of them)."""
+    from kcore.plugin_host import PluginHost
+
+    return PluginHost(plugins)

@@ -33,6 +33,8 @@ OPTIONS_META_KEY = "kcore.plugin_options"
 CONFORMANCE_SUITES: dict[str, str] = {
     "store": "kcore.conformance.suites.test_store",
     "runtime": "kcore.conformance.suites.test_runtime",
+    "network": "kcore.conformance.suites.test_network",
+    "volume_sources": "kcore.conformance.suites.test_volumes",
 }
 
 
@@ -288,7 +290,8 @@ def conformance_cmd(
     offered: set[str] = set()
     for name in plugin_names:
         offered.update(host.slots_of(name))
-        offered.update(host.hooks_of(name))
+        # A contribution suite is named after its hook: kcore_volume_sources -> volume_sources.
+        offered.update(hook.removeprefix("kcore_") for hook in host.hooks_of(name))
     applicable = [s for s in CONFORMANCE_SUITES if s in offered]
     chosen = list(suites) or applicable
     missing = [s for s in chosen if s not in offered]

@@ -1,5 +1,6 @@
 """The kcore daemon: the API server on the store slot, serving HTTPS with a bearer token
-for the admin user, and an admin kubeconfig written at start-up."""
+for the admin user (and ServiceAccount tokens), an admin kubeconfig written at start-up, and
+the loop that gives every namespace its default ServiceAccount and root CA ConfigMap."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from kcore.apiserver.namespace_defaults import (
+    ensure_namespace_defaults,
+    maintain_namespace_defaults,
+)
 from kcore.apiserver.objects import ObjectStore
 from kcore.apiserver.server import APIServer
+from kcore.apiserver.tokens import TokenIssuer
 from kcore.errors import AlreadyExists
 from kcore.plugin_host import PluginHost
 from kcore.settings import Settings
@@ -49,8 +55,9 @@ async def compact_forever(store, interval: float) -> None:
         previous = current
 
 
-async def bootstrap(objects: ObjectStore) -> None:
-    """Create the namespaces every cluster has, once."""
+async def bootstrap(objects: ObjectStore, *, ca_pem: bytes | None = None) -> None:
+    """Create the namespaces every cluster has, once, with their defaults (the root CA
+    ConfigMap only given ``ca_pem``)."""
     from kcore.api.registry import by_resource
 
     info = by_resource("", "v1", "namespaces")
@@ -58,6 +65,7 @@ async def bootstrap(objects: ObjectStore) -> None:
     for name in SYSTEM_NAMESPACES:
         with contextlib.suppress(AlreadyExists):
             await objects.create(info, None, {"metadata": {"name": name}})
+        await ensure_namespace_defaults(objects, name, ca_pem=ca_pem)
 
 
 def _advertised_host(bind_address: str) -> str:
@@ -74,12 +82,15 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
     data_dir.mkdir(parents=True, exist_ok=True)
     store = await host.store(settings)
     runner: web.AppRunner | None = None
+    defaults: asyncio.Future[None] | None = None
     try:
         objects = ObjectStore(store)
-        await bootstrap(objects)
         advertised = _advertised_host(options.bind_address)
         pki = ensure_pki(data_dir, hosts=[advertised, options.bind_address, socket.gethostname()])
-        server = APIServer(objects, token=pki.token)
+        await bootstrap(objects, ca_pem=pki.ca_pem)
+        defaults = asyncio.ensure_future(maintain_namespace_defaults(objects, ca_pem=pki.ca_pem))
+        issuer = TokenIssuer(pki.service_account_key_pem)
+        server = APIServer(objects, token=pki.token, token_issuer=issuer)
         runner = web.AppRunner(server.app(), shutdown_timeout=5, access_log=None)
         await runner.setup()
         site = web.TCPSite(
@@ -109,6 +120,10 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
     finally:
         if runner is not None:
             await runner.cleanup()
+        if defaults is not None:
+            defaults.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await defaults
         await store.close()
 
 

@@ -1,4 +1,5 @@
-"""The API server's PKI: a private CA, a serving certificate and an admin bearer token.
+"""The API server's PKI: a private CA, a serving certificate, an admin bearer token and the
+key that signs ServiceAccount tokens.
 
 kubectl sends credentials only over TLS, so the API server serves HTTPS with a certificate
 issued by a CA that kcore creates itself; the kubeconfig carries that CA and the token.
@@ -8,6 +9,7 @@ Everything lives under ``<data_dir>/pki/``::
     ca.crt  ca.key              the CA (10 years, CN kcore-ca), created once
     apiserver.crt apiserver.key the serving certificate (1 year), re-issued when needed
     admin.token                 the admin bearer token, created once
+    sa.key                      the RSA key that signs ServiceAccount tokens, created once
 
 Keys and the token are mode 0600; every file is written atomically (temp file + rename).
 """
@@ -33,7 +35,7 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -45,6 +47,7 @@ __all__ = [
     "SERVING_VALIDITY",
     "Pki",
     "ensure_pki",
+    "generate_service_account_key",
     "write_kubeconfig",
 ]
 
@@ -75,6 +78,8 @@ CA_KEY = "ca.key"
 SERVING_CERT = "apiserver.crt"
 SERVING_KEY = "apiserver.key"
 TOKEN_FILE = "admin.token"
+SERVICE_ACCOUNT_KEY = "sa.key"
+SERVICE_ACCOUNT_KEY_SIZE = 2048
 LOCK_FILE = ".lock"
 
 _KEY_MODE = 0o600
@@ -87,7 +92,7 @@ _San = ipaddress.IPv4Address | ipaddress.IPv6Address | str
 
 @dataclass(frozen=True)
 class Pki:
-    """Where the PKI files are, plus the two values callers need in memory."""
+    """Where the PKI files are, plus the values callers need in memory."""
 
     ca_cert: Path
     ca_key: Path
@@ -96,6 +101,9 @@ class Pki:
     token_file: Path
     token: str
     ca_pem: bytes
+    service_account_key: Path
+    service_account_key_pem: bytes
+    """PEM (PKCS#8) of the RSA key that signs and verifies ServiceAccount tokens."""
 
     def ssl_context(self) -> ssl.SSLContext:
         """A server-side context with the serving certificate, TLS 1.2 or later, HTTP/1.1.
@@ -152,7 +160,15 @@ def ensure_pki(data_dir: Path, *, hosts: Iterable[str]) -> Pki:
             )
         token = _ensure_token(paths["token_file"])
         ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-    return Pki(token=token, ca_pem=ca_pem, **paths)
+        sa_key_path = pki_dir / SERVICE_ACCOUNT_KEY
+        sa_key_pem = _ensure_service_account_key(sa_key_path)
+    return Pki(
+        token=token,
+        ca_pem=ca_pem,
+        service_account_key=sa_key_path,
+        service_account_key_pem=sa_key_pem,
+        **paths,
+    )
 
 
 def write_kubeconfig(
@@ -405,6 +421,34 @@ def _ensure_token(path: Path) -> str:
     token = secrets.token_urlsafe(32)
     _atomic_write(path, (token + "\n").encode("ascii"), _KEY_MODE)
     return token
+
+
+# --- service-account signing key ----------------------------------------------------------
+
+
+def generate_service_account_key() -> bytes:
+    """A new RSA private key for signing ServiceAccount tokens, as PKCS#8 PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=SERVICE_ACCOUNT_KEY_SIZE)
+    return _private_pem(key)
+
+
+def _ensure_service_account_key(path: Path) -> bytes:
+    """The signing key at ``path``; a missing or unusable one is replaced, which invalidates
+    every token signed before."""
+    try:
+        pem = path.read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+        if isinstance(key, rsa.RSAPrivateKey):
+            return pem
+        log.warning("replacing service-account key: not an RSA key")
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("replacing unusable service-account key", error=str(exc))
+    pem = generate_service_account_key()
+    _atomic_write(path, pem, _KEY_MODE)
+    log.info("created service-account signing key", path=str(path))
+    return pem
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -25,6 +25,13 @@ from kcore.apiserver.objects import (
     delete_answer,
     parse_resource_version,
 )
+from kcore.apiserver.tokens import (
+    InvalidToken,
+    TokenIssuer,
+    UserInfo,
+    authenticate_service_account,
+    create_token_request,
+)
 from kcore.errors import BadRequest, Expired, KcoreError, NotFound
 
 log = structlog.get_logger("kcore.apiserver")
@@ -36,6 +43,10 @@ _decode = msgspec.json.Decoder().decode
 # skips client-side validation (see shared/reference/k8s-api.md, OpenAPI).
 OPENAPI_V2_PROTOBUF = bytes.fromhex("0a03322e30")
 ANONYMOUS_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
+ADMIN_USER = UserInfo("kcore-admin", groups=("system:masters", "system:authenticated"))
+#: ``request[USER]``: the :class:`UserInfo` of an authenticated caller. A typed key where
+#: aiohttp has them (3.14 and later), the plain string ``"user"`` before.
+USER: Any = web.RequestKey("user", UserInfo) if hasattr(web, "RequestKey") else "user"
 
 
 class MethodNotAllowed(KcoreError):
@@ -100,18 +111,26 @@ class Target:
 
 
 class APIServer:
-    """Builds the aiohttp application for one :class:`ObjectStore`."""
+    """Builds the aiohttp application for one :class:`ObjectStore`.
+
+    With a ``token``, every request but the anonymous paths must carry it or a
+    ServiceAccount token of ``token_issuer`` (without one, the server makes an issuer with
+    a key of its own on first use, so its tokens die with it); ``request[USER]`` is then
+    the :class:`UserInfo` of the caller.
+    """
 
     def __init__(
         self,
         objects: ObjectStore,
         *,
         token: str | None = None,
+        token_issuer: TokenIssuer | None = None,
         server_address: str = "",
         watch_timeout: tuple[int, int] = (1800, 3600),
     ) -> None:
         self.objects = objects
         self.token = token
+        self._token_issuer = token_issuer
         self.server_address = server_address
         self.watch_timeout = watch_timeout
         self.stopping = asyncio.Event()
@@ -135,18 +154,19 @@ class APIServer:
     async def _on_shutdown(self, app: web.Application) -> None:
         self.stopping.set()
 
+    @property
+    def token_issuer(self) -> TokenIssuer:
+        if self._token_issuer is None:
+            self._token_issuer = TokenIssuer.ephemeral()
+        return self._token_issuer
+
     # -- middleware: authentication and errors --------------------------------------------
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             if self.token is not None and request.path not in ANONYMOUS_PATHS:
-                given = request.headers.get("Authorization", "")
-                scheme, _, value = given.partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    value.strip().encode(), self.token.encode()
-                ):
-                    raise Unauthorized("Unauthorized")
+                request[USER] = await self._authenticate(request)
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status == 404:
@@ -165,6 +185,24 @@ class APIServer:
         except Exception as exc:
             log.exception("request failed", path=request.path, method=request.method)
             return error_response(KcoreError(f"internal error: {type(exc).__name__}"))
+
+    async def _authenticate(self, request: web.Request) -> UserInfo:
+        """The admin token, or a ServiceAccount token this server issued and whose
+        ServiceAccount (and bound object) still exists."""
+        assert self.token is not None
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            if hmac.compare_digest(value.encode(), self.token.encode()):
+                return ADMIN_USER
+            if self._token_issuer is not None:
+                try:
+                    return await authenticate_service_account(
+                        self.objects, self._token_issuer, value
+                    )
+                except InvalidToken as exc:
+                    log.info("rejected a bearer token", path=request.path, why=str(exc))
+        raise Unauthorized("Unauthorized")
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -306,6 +344,15 @@ class APIServer:
             raise NotFound("the server could not find the requested resource")
         if t.subresource == "scale":
             return await self._scale(request, t, dry_run)
+        if t.subresource == "token":
+            if method != "POST":
+                raise MethodNotAllowed(f"{method} is not allowed on {t.info.plural}/token")
+            assert t.namespace is not None
+            body = await self._body(request)
+            answer = await create_token_request(
+                self.objects, self.token_issuer, t.namespace, t.name, body
+            )
+            return json_response(answer, 201)
         if t.subresource in ("log", "exec", "attach", "binding", "portforward", "proxy"):
             if t.subresource == "binding" and method == "POST":
                 return await self._binding(request, t)
@@ -663,4 +710,4 @@ def _int(value: str, name: str) -> int:
         raise BadRequest(f"{name} must be an integer, got {value!r}") from None
 
 
-__all__ = ["APIServer", "status_body"]
+__all__ = ["USER", "APIServer", "status_body"]

@@ -62,7 +62,7 @@ def test_sigterm_ends_open_watch_streams_cleanly(tmp_path):
 
     def watch():
         req = urllib.request.Request(
-            d.url + "/api/v1/namespaces/default/configmaps?watch=true", headers=headers
+            d.url + "/api/v1/namespaces/default/secrets?watch=true", headers=headers
         )
         with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
             # read() returns only at the terminating chunk: a cut stream raises instead.

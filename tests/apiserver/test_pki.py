@@ -20,7 +20,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kcore.apiserver.pki import DEFAULT_HOSTS, Pki, ensure_pki, write_kubeconfig
@@ -53,7 +53,8 @@ def _sans(cert: x509.Certificate) -> tuple[set[str], set]:
 
 def _snapshot(pki: Pki) -> dict[str, tuple[bytes, int, int]]:
     out = {}
-    for name in ("ca_cert", "ca_key", "serving_cert", "serving_key", "token_file"):
+    names = ("ca_cert", "ca_key", "serving_cert", "serving_key", "token_file")
+    for name in (*names, "service_account_key"):
         path: Path = getattr(pki, name)
         st = path.stat()
         out[name] = (path.read_bytes(), st.st_ino, st.st_mtime_ns)
@@ -263,6 +264,26 @@ def test_lost_ca_is_recreated_and_the_serving_cert_follows_it(tmp_path):
     assert second.ca_pem != first.ca_pem
     assert second.token == first.token
     _cert(second.serving_cert).verify_directly_issued_by(_cert(second.ca_cert))
+
+
+def test_service_account_key_is_a_private_rsa_key_kept_across_calls(tmp_path):
+    first = ensure_pki(tmp_path, hosts=[])
+
+    assert first.service_account_key == tmp_path / "pki" / "sa.key"
+    assert _mode(first.service_account_key) == 0o600
+    assert first.service_account_key.read_bytes() == first.service_account_key_pem
+    key = serialization.load_pem_private_key(first.service_account_key_pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+    assert ensure_pki(tmp_path, hosts=[]).service_account_key_pem == first.service_account_key_pem
+    assert ensure_pki(tmp_path / "other", hosts=[]).service_account_key_pem != (
+        first.service_account_key_pem
+    )
+
+    first.service_account_key.write_bytes(b"not a key")  # unusable: replaced
+    replaced = ensure_pki(tmp_path, hosts=[])
+    assert replaced.service_account_key_pem != first.service_account_key_pem
+    serialization.load_pem_private_key(replaced.service_account_key_pem, password=None)
+    assert replaced.token == first.token and replaced.ca_pem == first.ca_pem
 
 
 def test_invalid_host_is_rejected(tmp_path):

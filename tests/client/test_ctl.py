@@ -295,7 +295,9 @@ def test_kubeconfig_option(daemon, tmp_path):
 async def test_http_client_over_tls_from_kubeconfig(daemon):
     async with ApiClient.from_kubeconfig(daemon.kubeconfig) as client:
         assert client.namespace == "default"
-        informer = Informer(client, "v1", "ConfigMap", namespace="default")
+        informer = Informer(
+            client, "v1", "ConfigMap", namespace="default", field_selector="metadata.name=tls"
+        )
         added = asyncio.Queue()
         informer.on_add(added.put)
         async with informer:
