@@ -38,7 +38,8 @@ class TestVolumesPlugin(VolumeSourceConformance):
     """The plugin, loaded through the plugin host as the node agent loads it."""
 
     @pytest.fixture(scope="class")
-    def host(self) -> PluginHost:
+    @classmethod
+    def host(cls) -> PluginHost:
         return PluginHost(["volumes"])
 
     @pytest.fixture
