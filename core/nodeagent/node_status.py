@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
-import socket
-import struct
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from kcore.errors import Conflict, KcoreError, NotFound
+from kcore.netinfo import primary_address
 
 KUBELET_VERSION = "v1.32.0-kcore"
 LEASE_NAMESPACE = "kube-node-lease"
@@ -58,22 +56,6 @@ def _os_image() -> str:
         if key == "PRETTY_NAME":
             return value.strip('"')
     return "Linux"
-
-
-def default_node_ip() -> str:
-    """The IPv4 address of the interface that holds the default route (read from
-    ``/proc/net/route`` and the interface itself; nothing is sent), else 127.0.0.1."""
-    for line in _read("/proc/net/route").splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 2 and fields[1] == "00000000":
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                    req = struct.pack("256s", fields[0].encode()[:15])
-                    answer = fcntl.ioctl(sock.fileno(), 0x8915, req)  # SIOCGIFADDR
-                return socket.inet_ntoa(answer[20:24])
-            except OSError:
-                continue
-    return "127.0.0.1"
 
 
 def machine_facts(data_dir: str | os.PathLike[str] = "/") -> dict[str, Any]:
@@ -145,7 +127,7 @@ class NodeStatusManager:
         self.api = api
         self.node_name = node_name
         self.facts = dict(facts or machine_facts())
-        self.node_ip = node_ip or default_node_ip()
+        self.node_ip = node_ip or primary_address()[1]
         self.pod_cidr = pod_cidr
         self.labels = dict(labels or {})
         self.runtime = runtime

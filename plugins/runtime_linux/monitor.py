@@ -843,27 +843,6 @@ class Monitor:
                 return line[6:]
         return default
 
-    @staticmethod
-    def read_line(fd: int, timeout: float) -> str | None:
-        """Read up to a newline or EOF (``None`` on EOF with nothing read)."""
-        deadline = time.monotonic() + timeout
-        buf = b""
-        while b"\n" not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return buf.decode(errors="replace") or None
-            ready = selectors.DefaultSelector()
-            ready.register(fd, selectors.EVENT_READ)
-            events = ready.select(remaining)
-            ready.close()
-            if not events:
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-        return buf.decode(errors="replace").rstrip("\n") or None
-
     def op_start(self, conn: Conn, req: dict) -> dict:
         c = self.container(req)
         if c.state != "CONTAINER_CREATED" or c.start_w < 0:

@@ -169,7 +169,6 @@ class LinuxRuntime:
         (self.root / "containers").mkdir(parents=True, exist_ok=True)
         self._sandboxes: dict[str, _Sandbox] = {}
         self._listeners: set[asyncio.Queue] = set()
-        self._closed = False
         self._zygote: subprocess.Popen | None = None
         self._zygote_channel: socket.socket | None = None
         self._zygote_lock = asyncio.Lock()
@@ -186,7 +185,6 @@ class LinuxRuntime:
                 self._watch(sb)
 
     async def close(self) -> None:
-        self._closed = True
         for sb in self._sandboxes.values():
             if sb.watch is not None:
                 sb.watch.cancel()
@@ -616,18 +614,27 @@ class LinuxRuntime:
         env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         return [f"{k}={v}" for k, v in env.items() if k]
 
-    def _lookup(self, layers: list[Path], filename: str, name: str) -> tuple[int, int] | None:
-        """(id, primary gid) of a user or group ``name`` in the image's /etc files."""
+    @staticmethod
+    def _etc_entries(layers: list[Path], filename: str) -> list[list[str]]:
+        """The colon-separated entries of the image's ``/etc/<filename>`` (passwd or
+        group), from the topmost layer that has it."""
         for layer in reversed(layers):
             path = layer / "etc" / filename
             if path.is_file() and not path.is_symlink():
-                for line in path.read_text(errors="replace").splitlines():
-                    fields = line.split(":")
-                    if len(fields) >= 4 and fields[0] == name and fields[2].isdigit():
-                        gid = fields[3] if filename == "passwd" else fields[2]
-                        return int(fields[2]), int(gid) if gid.isdigit() else 0
-                return None
-        return None
+                lines = path.read_text(errors="replace").splitlines()
+                return [f for f in (line.split(":") for line in lines) if len(f) >= 4]
+        return []
+
+    def _user(self, layers: list[Path], user: str, what: str) -> tuple[int, int]:
+        """(uid, primary gid) of ``user``, a name or a number; a number missing from
+        /etc/passwd has gid 0, a name missing from it is an error."""
+        field = 2 if user.isdigit() else 0
+        for entry in self._etc_entries(layers, "passwd"):
+            if entry[field] == user and entry[2].isdigit():
+                return int(entry[2]), int(entry[3]) if entry[3].isdigit() else 0
+        if user.isdigit():
+            return int(user), 0
+        raise Invalid(f'{what} "{user}" not found in the image\'s /etc/passwd')
 
     def _resolve_user(
         self, config: Mapping[str, Any], image: Mapping[str, Any], layers: list[Path]
@@ -641,50 +648,24 @@ class LinuxRuntime:
             raise Invalid("run_as_group needs run_as_user or run_as_username")
         uid = gid = 0
         if run_as_user is not None:
-            uid = int(run_as_user.get("value", 0))
-            found = self._lookup_uid(layers, uid)
-            gid = found if found is not None else 0
+            uid, gid = self._user(layers, str(int(run_as_user.get("value", 0))), "user")
         elif username:
-            found_user = self._lookup(layers, "passwd", username)
-            if found_user is None:
-                raise Invalid(f'user "{username}" not found in the image\'s /etc/passwd')
-            uid, gid = found_user
+            uid, gid = self._user(layers, username, "user")
         else:
             spec = str((image.get("config") or {}).get("User") or "")
             user, _, group = spec.partition(":")
             if user:
-                if user.isdigit():
-                    uid = int(user)
-                    found = self._lookup_uid(layers, uid)
-                    gid = found if found is not None else 0
-                else:
-                    found_user = self._lookup(layers, "passwd", user)
-                    if found_user is None:
-                        raise Invalid(f'image user "{user}" not found in its /etc/passwd')
-                    uid, gid = found_user
-            if group:
-                if group.isdigit():
-                    gid = int(group)
-                else:
-                    found_group = self._lookup(layers, "group", group)
-                    if found_group is None:
-                        raise Invalid(f'image group "{group}" not found in its /etc/group')
-                    gid = found_group[0]
+                uid, gid = self._user(layers, user, "image user")
+            if group.isdigit():
+                gid = int(group)
+            elif group:
+                found = [e for e in self._etc_entries(layers, "group") if e[0] == group]
+                if not found or not found[0][2].isdigit():
+                    raise Invalid(f'image group "{group}" not found in its /etc/group')
+                gid = int(found[0][2])
         if run_as_group is not None:
             gid = int(run_as_group.get("value", 0))
         return uid, gid, groups
-
-    @staticmethod
-    def _lookup_uid(layers: list[Path], uid: int) -> int | None:
-        for layer in reversed(layers):
-            path = layer / "etc" / "passwd"
-            if path.is_file() and not path.is_symlink():
-                for line in path.read_text(errors="replace").splitlines():
-                    fields = line.split(":")
-                    if len(fields) >= 4 and fields[2] == str(uid) and fields[3].isdigit():
-                        return int(fields[3])
-                return None
-        return None
 
     @staticmethod
     def _check_mounts(config: Mapping[str, Any]) -> list[dict]:

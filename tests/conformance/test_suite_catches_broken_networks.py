@@ -17,6 +17,7 @@ from pathlib import Path
 
 import broken_networks
 import pytest
+from suite_results import outcomes, skip_reasons, tail
 
 import kcore.conformance.suites.network as network_suite
 from kcore.conformance.netns import Footprint, Netns, Snapshot, leaks, live_namespaces
@@ -103,32 +104,6 @@ def write_suite(pytester: pytest.Pytester, network: str) -> None:
             """
         ).format(network=network)
     )
-
-
-def outcomes(result: pytest.RunResult) -> dict[str, str]:
-    """Test name -> "passed", "failed" or "skipped" (a failure in any phase wins)."""
-    out: dict[str, str] = {}
-    for report in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
-        name = report.nodeid.rsplit("::", 1)[-1]
-        if report.failed:
-            out[name] = "failed"
-        elif report.skipped:
-            out.setdefault(name, "skipped")
-        elif report.when == "call":
-            out.setdefault(name, "passed")
-    return out
-
-
-def skip_reasons(result: pytest.RunResult) -> dict[str, str]:
-    reasons = {}
-    for report in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
-        if report.skipped:
-            reasons[report.nodeid.rsplit("::", 1)[-1]] = str(report.longrepr[-1])
-    return reasons
-
-
-def tail(result: pytest.RunResult) -> str:
-    return "\n".join(result.outlines[-60:])
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import broken_stores
 import pytest
+from suite_results import outcomes, tail
 
 import kcore.conformance.asyncsupport as asyncsupport
 import kcore.conformance.suites.store as store_suite
@@ -146,24 +147,6 @@ def write_suite(
             """
         ).format(import_line=import_line, model=model, store_class=store_class)
     )
-
-
-def outcomes(result: pytest.RunResult) -> dict[str, str]:
-    """Test name -> "passed", "failed" or "skipped" (a failure in any phase wins)."""
-    out: dict[str, str] = {}
-    for report in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
-        name = report.nodeid.rsplit("::", 1)[-1]
-        if report.failed:
-            out[name] = "failed"
-        elif report.skipped:
-            out.setdefault(name, "skipped")
-        elif report.when == "call":
-            out.setdefault(name, "passed")
-    return out
-
-
-def tail(result: pytest.RunResult) -> str:
-    return "\n".join(result.outlines[-60:])
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import pytest
 
 from kcore import Invalid, NotFound, NotSupported, Settings
 from kcore.conformance.suites.network import NetworkConformance, check_answer
+from kcore.netinfo import primary_address
 from kcore.plugin_host import PluginHost
-from kcore.plugins.net_host.network import HostNetwork, primary_address
+from kcore.plugins.net_host.network import HostNetwork
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
