@@ -220,6 +220,13 @@ def cli(
     type=float,
     help="Seconds between store compactions (0: never).",
 )
+@click.option(
+    "--node-agent/--no-node-agent",
+    default=True,
+    show_default=True,
+    help="Run a node agent (and the one-node scheduler) in the daemon.",
+)
+@click.option("--node-name", help="The node's name (default: the host name).")
 @click.pass_obj
 def daemon_cmd(
     state: CliState,
@@ -227,15 +234,20 @@ def daemon_cmd(
     port: int = 6443,
     kubeconfig: Path | None = None,
     compaction_interval: float = 300.0,
+    node_agent: bool = True,
+    node_name: str | None = None,
 ) -> None:
-    """Run the API server on the loaded store (HTTPS, admin kubeconfig in the data dir)."""
+    """Run the API server on the loaded store (HTTPS, admin kubeconfig in the data dir)
+    and, by default, a node agent that runs the pods on the loaded runtime."""
     from kcore.daemon import DaemonOptions, run
 
     state.host.slot_owner("store")
+    if node_agent:
+        state.host.slot_owner("runtime")
     run(
         state.host,
         state.settings,
-        DaemonOptions(bind_address, port, kubeconfig, compaction_interval),
+        DaemonOptions(bind_address, port, kubeconfig, compaction_interval, node_agent, node_name),
     )
 
 

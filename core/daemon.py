@@ -10,6 +10,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -37,6 +38,10 @@ class DaemonOptions:
     kubeconfig: Path | None = None
     compaction_interval: float = 300.0
     """Seconds between compactions; 0 turns them off."""
+    node_agent: bool = True
+    """Run a node agent (and the placeholder scheduler) in the daemon."""
+    node_name: str | None = None
+    """The node's name (default: the host name)."""
 
 
 async def compact_forever(store, interval: float) -> None:
@@ -104,6 +109,9 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
         log.info("api server listening", url=url, kubeconfig=str(kubeconfig))
         print(f"kcore API server listening on {url}", flush=True)
         print(f"export KUBECONFIG={kubeconfig}", flush=True)
+        node = None
+        if options.node_agent:
+            node = await start_node(host, settings, options, kubeconfig, server)
         compactor = (
             asyncio.ensure_future(compact_forever(store, options.compaction_interval))
             if options.compaction_interval > 0
@@ -117,7 +125,12 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
         log.info("stopping")
         if compactor is not None:
             compactor.cancel()
+        if node is not None:
+            await node.close()
+            node = None
     finally:
+        if node is not None:
+            await node.close()
         if runner is not None:
             await runner.cleanup()
         if defaults is not None:
@@ -125,6 +138,84 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await defaults
         await store.close()
+
+
+class Node:
+    """The node's part of the daemon: the node agent, the network and runtime backends,
+    the placeholder scheduler, and the API client they share."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.backend: Any = None
+        self.network: Any = None
+        self.agent: Any = None
+        self.scheduler: Any = None
+        self.server: Any = None
+
+    async def close(self) -> None:
+        """Stop watching and syncing; pods keep running (the next start adopts them)."""
+        if self.server is not None:
+            self.server.pod_streams = None
+        for part in (self.scheduler, self.agent):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.close()
+        if self.network is not None:
+            with contextlib.suppress(Exception):
+                await self.network.close()
+        if self.backend is not None and self.backend.close is not None:
+            with contextlib.suppress(Exception):
+                await self.backend.close()
+        if self.client is not None:
+            await self.client.close()
+
+
+async def start_node(
+    host: PluginHost,
+    settings: Settings,
+    options: DaemonOptions,
+    kubeconfig: Path,
+    server: APIServer,
+) -> Node:
+    """Start the node agent on the runtime, network and volume plugins loaded, talking to
+    this daemon's API over HTTPS (as a node agent on another machine would), and the
+    placeholder scheduler that binds pods to it."""
+    from kcore.client import ApiClient
+    from kcore.hookspecs import SLOT_HOOKS
+    from kcore.nodeagent.agent import NodeAgent, default_node_name
+    from kcore.placeholder_scheduler import PlaceholderScheduler
+
+    node = Node()
+    try:
+        node.client = ApiClient.from_kubeconfig(kubeconfig)
+        node.backend = await host.runtime(settings)
+        if any(SLOT_HOOKS["network"] in host.hooks_of(n) for n in host.names):
+            node.network = await host.network(settings)
+        name = options.node_name or default_node_name()
+        node.agent = NodeAgent(
+            node.client,
+            node.backend,
+            node_name=name,
+            data_dir=Path(settings.data_dir),
+            network=node.network,
+            volume_sources=host.volume_sources(settings),
+            pod_cidr=_pod_cidr(node.network),
+        )
+        await node.agent.start()
+        server.pod_streams = node.agent
+        node.server = server
+        node.scheduler = PlaceholderScheduler(node.client, name)
+        await node.scheduler.start()
+    except BaseException:
+        await node.close()
+        raise
+    log.info("node agent running", node=name)
+    return node
+
+
+def _pod_cidr(network: Any) -> str | None:
+    cidr = getattr(getattr(network, "config", None), "pod_cidr", None)
+    return str(cidr) if cidr is not None else None
 
 
 def run(host: PluginHost, settings: Settings, options: DaemonOptions) -> None:

@@ -4,8 +4,11 @@ conformance suite's skip for a capability the implementation declares it lacks."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+from kcore.conformance.testimages import build_busybox_layout
 
 # The conformance suites' own tests run a suite against broken stores with pytester.
 pytest_plugins = ["pytester"]
@@ -24,3 +27,8 @@ def pytest_runtest_makereport(item, call):
             report.outcome = "failed"
             report.longrepr = f"skipped in CI, which must not skip: {reason}"
     return report
+
+
+@pytest.fixture(scope="session")
+def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_busybox_layout(tmp_path_factory.mktemp("image") / "busybox")

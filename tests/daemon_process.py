@@ -48,9 +48,14 @@ class Daemon:
         )
 
 
-def start_daemon(data_dir: Path, *extra: str, daemon_args: tuple[str, ...] = ()) -> Daemon:
+def start_daemon(
+    data_dir: Path, *extra: str, daemon_args: tuple[str, ...] = (), node_agent: bool = False
+) -> Daemon:
     """``kcore --data-dir D EXTRA daemon --port 0 DAEMON_ARGS``; returns once it serves.
-    Its log goes to ``D/daemon.log``."""
+    Without ``node_agent`` it runs ``--no-node-agent`` (the API alone). Its log goes to
+    ``D/daemon.log``."""
+    if not node_agent:
+        daemon_args = ("--no-node-agent", *daemon_args)
     with open(data_dir / "daemon.log", "w") as log:
         proc = subprocess.Popen(
             [

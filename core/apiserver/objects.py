@@ -15,6 +15,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -350,6 +351,8 @@ class ObjectStore:
             status = body.setdefault("status", {}) or {}
             body["status"] = {"phase": "Pending", "qosClass": status.get("qosClass")}
         obj = self._normalize(info, body, strict=strict)
+        if info.kind == "Pod" and namespace is not None:
+            await self._admit_service_account(obj, namespace)
         if info.kind == "Job":
             job = api.decode(obj, into=info.type)
             api.generate_job_selector(job)
@@ -369,6 +372,20 @@ class ObjectStore:
             raise self._exists(info, name) from None
         obj["metadata"]["resourceVersion"] = str(kv.revision)
         return obj
+
+    async def _admit_service_account(self, pod: dict[str, Any], namespace: str) -> None:
+        from kcore.api.registry import by_resource
+        from kcore.apiserver.service_account_admission import mount_service_account_token
+
+        sa_info = by_resource("", "v1", "serviceaccounts")
+        name = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        account = None
+        if sa_info is not None:
+            try:
+                account = await self.get(sa_info, namespace, name)
+            except NotFound:
+                account = None
+        mount_service_account_token(pod, account)
 
     @staticmethod
     def _exists(info: ResourceInfo, name: str) -> AlreadyExists:
@@ -548,6 +565,21 @@ class ObjectStore:
             if (old.get("spec") or {}).get("nodeName"):
                 raise conflict(info, name, f"pod {name} is already assigned to node")
             old.setdefault("spec", {})["nodeName"] = node
+            # as the Kubernetes API server's binding: the pod is now scheduled
+            status = old.setdefault("status", {})
+            conditions = [
+                c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
+            ]
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            conditions.append(
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": stamp,
+                }
+            )
+            status["conditions"] = conditions
             return old
 
         return await self._update(

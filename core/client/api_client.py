@@ -342,6 +342,36 @@ class ApiClient:
             force=force,
         )
 
+    async def create_token(
+        self,
+        service_account: str,
+        token_request: Mapping[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+    ) -> dict[str, Any]:
+        """A token for ``service_account`` (the ``serviceaccounts/<name>/token``
+        subresource): the answered ``TokenRequest``, ``status.token`` and
+        ``status.expirationTimestamp``."""
+        info = self.resource("v1", "ServiceAccount")
+        body = dict(token_request or {})
+        body.setdefault("apiVersion", "authentication.k8s.io/v1")
+        body.setdefault("kind", "TokenRequest")
+        return await self.transport.post(
+            info, self._namespace(info, namespace), _check_name(service_account), "token", body
+        )
+
+    async def bind(self, name: str, node: str, *, namespace: str | None = None) -> None:
+        """Bind the pod ``name`` to ``node`` (the ``pods/binding`` subresource)."""
+        info = self.resource("v1", "Pod")
+        ns = self._namespace(info, namespace)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": _check_name(name), "namespace": ns},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        await self.transport.post(info, ns, name, "binding", body)
+
     async def delete(
         self,
         api_version: str,

@@ -317,6 +317,16 @@ class HttpTransport:
             text=True,
         )
 
+    async def post(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        subresource: str,
+        body: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        return await self._request("POST", self._url(info, namespace, name, subresource), body=body)
+
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()

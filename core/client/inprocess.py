@@ -17,6 +17,7 @@ import msgspec
 
 from kcore.api.registry import ResourceInfo
 from kcore.apiserver.objects import ListOptions, ObjectStore, delete_answer
+from kcore.apiserver.tokens import TokenIssuer, create_token_request
 from kcore.client.transport import ListPage, Query, WatchEvent
 from kcore.errors import BadRequest, KcoreError, NotSupported
 
@@ -50,8 +51,16 @@ def json_copy(value: Any) -> Any:
 class InProcessTransport:
     """Reach the API by calling an :class:`ObjectStore` in this process."""
 
-    def __init__(self, objects: ObjectStore, *, bookmark_interval: float = BOOKMARK_INTERVAL):
+    def __init__(
+        self,
+        objects: ObjectStore,
+        *,
+        bookmark_interval: float = BOOKMARK_INTERVAL,
+        token_issuer: TokenIssuer | None = None,
+    ):
         self.objects = objects
+        self.token_issuer = token_issuer
+        """Signs ``serviceaccounts/<name>/token`` requests (without one they are refused)."""
         self.bookmark_interval = bookmark_interval
         self._closed = asyncio.Event()
 
@@ -209,6 +218,31 @@ class InProcessTransport:
         self, info: ResourceInfo, namespace: str, name: str, params: Mapping[str, str]
     ) -> str:
         raise NotSupported(f"{info.plural}/log needs a node agent, which is not running")
+
+    async def post(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        subresource: str,
+        body: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        body = json_copy(body)
+        with _as_served():
+            if subresource == "binding" and info.kind == "Pod":
+                target = body.get("target") if isinstance(body, dict) else None
+                node = target.get("name") if isinstance(target, dict) else None
+                if not node or not isinstance(node, str):
+                    raise BadRequest("a Binding needs target.name, the node")
+                await self.objects.bind(info, namespace, name, node)
+                return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+            if subresource == "token" and info.kind == "ServiceAccount":
+                if self.token_issuer is None or namespace is None:
+                    raise NotSupported("this in-process client has no token issuer")
+                return await create_token_request(
+                    self.objects, self.token_issuer, namespace, name, body
+                )
+        raise NotSupported(f"POST to {info.plural}/{subresource} is not supported")
 
     async def close(self) -> None:
         """End the open watches; the object store stays open (it belongs to the caller)."""

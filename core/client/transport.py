@@ -120,6 +120,17 @@ class Transport(Protocol):
         params: Mapping[str, str],
     ) -> str: ...
 
+    async def post(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        subresource: str,
+        body: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """``POST`` to a subresource that creates something (``token``, ``binding``)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -18,7 +18,7 @@ atomic step), and ``teardown(pod, volume, target)`` when the pod is gone. Then:
 - Item paths are checked before anything is written: relative, no ``..``, not starting
   with ``..``, names up to 255 and paths up to 4096 characters, else ``Invalid``.
 
-:mod:`kcore.plugins.volumes.env` builds containers' environments (``env``, ``envFrom``,
+:mod:`kcore.pods.env` builds containers' environments (``env``, ``envFrom``,
 ``$(VAR)``) from the same sources.
 """
 
@@ -30,8 +30,8 @@ from kcore.plugins.volumes.downward_api import DownwardAPISource
 from kcore.plugins.volumes.empty_dir import EmptyDirSource
 from kcore.plugins.volumes.host_path import HostPathSource
 from kcore.plugins.volumes.projected import ProjectedSource
-from kcore.plugins.volumes.resources import default_node_allocatable
 from kcore.plugins.volumes.secret import SecretSource
+from kcore.pods.resources import default_node_allocatable
 
 
 def volume_sources(node_allocatable: dict[str, str] | None = None) -> list[VolumeSource]:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from kcore.plugins.volumes.atomic_writer import FileProjection, invalid, validate_mode
-from kcore.plugins.volumes.fieldpath import pod_field
 from kcore.plugins.volumes.keyed import volume_default_mode
-from kcore.plugins.volumes.resources import container_resource_value, find_container
 from kcore.plugins.volumes.volume_dir import materialize, remove
+from kcore.pods.fieldpath import pod_field
+from kcore.pods.resources import container_resource_value, find_container
 
 
 def downward_payload(

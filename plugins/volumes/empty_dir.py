@@ -17,8 +17,8 @@ from typing import Any
 
 from kcore.errors import NotSupported
 from kcore.plugins.volumes.atomic_writer import invalid
-from kcore.plugins.volumes.resources import memory_volume_size
 from kcore.plugins.volumes.volume_dir import check_target, ensure_tmpfs, remove
+from kcore.pods.resources import memory_volume_size
 
 MODE = 0o777
 

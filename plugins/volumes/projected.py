@@ -35,8 +35,8 @@ from kcore.plugins.volumes.keyed import (
     secret_data,
     volume_default_mode,
 )
-from kcore.plugins.volumes.resources import memory_volume_size
 from kcore.plugins.volumes.volume_dir import materialize, remove
+from kcore.pods.resources import memory_volume_size
 
 DEFAULT_EXPIRATION_SECONDS = 3600
 MIN_EXPIRATION_SECONDS = 600

@@ -15,8 +15,8 @@ from kcore.plugins.volumes.keyed import (
     secret_data,
     volume_default_mode,
 )
-from kcore.plugins.volumes.resources import memory_volume_size
 from kcore.plugins.volumes.volume_dir import materialize, remove
+from kcore.pods.resources import memory_volume_size
 
 
 class SecretSource:

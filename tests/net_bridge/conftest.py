@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import json
 import os
-import random
 import secrets
 import signal
 import subprocess
@@ -21,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hostnames import Names, new_names, remove_host_objects, sh
 
 from kcore.settings import Settings
 
@@ -46,33 +44,6 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as c:
 """
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=check)
-
-
-def used_routes() -> list[ipaddress.IPv4Network]:
-    nets = []
-    for route in json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all").stdout):
-        dst = route.get("dst", "")
-        if dst and dst != "default":
-            with contextlib.suppress(ValueError):
-                net = ipaddress.IPv4Network(dst, strict=False)
-                if net.prefixlen >= 24:
-                    nets.append(net)
-    return nets
-
-
-def free_subnet(second_octet: int) -> ipaddress.IPv4Network:
-    """A random /24 of 10.<second_octet>.0.0/16 that no route of /24 or longer on the node
-    touches (shorter ones are cluster-wide unreachable routes, maybe another run's)."""
-    used = used_routes()
-    for _ in range(100):
-        net = ipaddress.IPv4Network(f"10.{second_octet}.{random.randrange(256)}.0/24")
-        if not any(net.overlaps(u) for u in used):
-            return net
-    raise RuntimeError(f"no free /24 in 10.{second_octet}.0.0/16")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def keep_ip_forward() -> Iterator[None]:
     """The plugin turns net.ipv4.ip_forward on (and leaves it on, by design); the tests
@@ -84,50 +55,13 @@ def keep_ip_forward() -> Iterator[None]:
         path.write_text(before)
 
 
-@dataclass
-class Names:
-    """One plugin instance's host-wide names."""
-
-    bridge: str
-    table: str
-    cluster: ipaddress.IPv4Network
-    pod: ipaddress.IPv4Network
-    service: ipaddress.IPv4Network
-
-    def options(self, **extra: str) -> dict[str, str]:
-        return {
-            "bridge_name": self.bridge,
-            "nft_table": self.table,
-            "cluster_cidr": str(self.cluster),
-            "pod_cidr": str(self.pod),
-            "service_cidr": str(self.service),
-            **extra,
-        }
-
-
-def remove_host_objects(names: Names) -> None:
-    """Remove whatever the plugin may have left on the node for ``names``."""
-    ports = sh("ip", "-j", "link", "show", "master", names.bridge, check=False)
-    if ports.returncode == 0 and ports.stdout.strip():
-        for link in json.loads(ports.stdout):
-            sh("ip", "link", "del", link["ifname"], check=False)
-    sh("ip", "link", "del", names.bridge, check=False)
-    sh("nft", "delete", "table", "ip", names.table, check=False)
-    for cidr in (names.cluster, names.service):
-        sh("ip", "route", "del", "unreachable", str(cidr), "metric", "4242", check=False)
-
-
 @pytest.fixture
 def make_names() -> Iterator[Callable[..., Names]]:
     """Make a fresh set of names; everything made with them is removed at the end."""
     made: list[Names] = []
 
     def make(pod_prefix: int = 24) -> Names:
-        h = secrets.token_hex(4)
-        cluster = free_subnet(250)
-        pod = next(cluster.subnets(new_prefix=pod_prefix))
-        service = free_subnet(251)
-        names = Names(f"kc{h}", f"kctest_{h}", cluster, pod, service)
+        names = new_names(pod_prefix)
         made.append(names)
         return names
 

@@ -6,53 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import signal
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from hostnames import cleanup_runtime_dir, remove_cgroup_root
 
-from kcore.conformance.testimages import build_busybox_layout
 from kcore.settings import Settings
 
 IMAGE = "kcore.test/busybox:latest"
-
-
-@pytest.fixture(scope="session")
-def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_busybox_layout(tmp_path_factory.mktemp("image") / "busybox")
-
-
-def cleanup_runtime_dir(data_dir: Path) -> None:
-    """Kill the monitors recorded under ``data_dir`` (their containers die with them)."""
-    for record in (data_dir / "runtime" / "sandboxes").glob("*/sandbox.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            pid = json.loads(record.read_text())["pid"]
-            os.kill(pid, signal.SIGKILL)
-
-
-def remove_cgroup_root(parents: dict[str, Path]) -> None:
-    deadline = time.monotonic() + 10
-    for top in parents.values():
-        if not top.is_dir():
-            continue
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for d in [*dirs, top]:
-            while d.exists():
-                try:
-                    for pid in (d / "cgroup.procs").read_text().split():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(int(pid), signal.SIGKILL)
-                    d.rmdir()
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
 
 
 @pytest.fixture

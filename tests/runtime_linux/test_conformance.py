@@ -6,11 +6,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from hostnames import cleanup_runtime_dir, remove_cgroup_root
 
 from kcore.conformance.suites.runtime import RuntimeConformance
 from kcore.settings import Settings
-
-from .conftest import cleanup_runtime_dir, remove_cgroup_root
 
 
 class TestRuntimeLinuxConformance(RuntimeConformance):

@@ -12,8 +12,8 @@ from kcore.conformance.suites.volumes import make_pod, unmount_below, visible_fi
 from kcore.errors import Invalid, NotFound
 from kcore.plugins.volumes import DownwardAPISource
 from kcore.plugins.volumes.atomic_writer import DATA_DIR
-from kcore.plugins.volumes.fieldpath import format_map, go_quote, pod_field, split_subscript
-from kcore.plugins.volumes.resources import (
+from kcore.pods.fieldpath import format_map, go_quote, pod_field, split_subscript
+from kcore.pods.resources import (
     container_resource_value,
     default_node_allocatable,
     quantity,

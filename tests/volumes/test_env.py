@@ -9,7 +9,7 @@ import pytest
 
 from kcore.conformance.suites.volumes import NAMESPACE, FakeApi, make_pod
 from kcore.errors import NotFound
-from kcore.plugins.volumes.env import expand, expand_args, resolve_env
+from kcore.pods.env import expand, expand_args, resolve_env
 
 ALLOCATABLE = {"cpu": "4", "memory": "1Gi"}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from kcore.api.quantity import parse_quantity
 from kcore.errors import NotFound
-from kcore.plugins.volumes.atomic_writer import invalid
+from kcore.pods.objects import invalid
 
 _PLAIN = ("cpu", "memory", "ephemeral-storage")
 

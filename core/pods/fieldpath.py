@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kcore.plugins.volumes.atomic_writer import invalid
+from kcore.pods.objects import invalid
 
 BOTH = frozenset({"metadata.name", "metadata.namespace", "metadata.uid"})
 VOLUME_ONLY = frozenset({"metadata.labels", "metadata.annotations"})

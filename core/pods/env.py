@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kcore.errors import NotFound
-from kcore.plugins.volumes.fieldpath import pod_field
-from kcore.plugins.volumes.keyed import fetch, pod_namespace, secret_data
-from kcore.plugins.volumes.resources import container_resource_value, find_container
+from kcore.pods.fieldpath import pod_field
+from kcore.pods.objects import fetch, pod_namespace, secret_data
+from kcore.pods.resources import container_resource_value, find_container
 
 Warn = Callable[[str, str], None]
 """``warn(reason, message)``: how the node agent learns of a Warning event to record."""
