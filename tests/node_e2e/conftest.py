@@ -33,6 +33,17 @@ class Node:
     names: Names
     cgroup: str
     node_name: str
+    args: tuple[str, ...] = ()
+
+    def restart(self) -> None:
+        """Stop the daemon (its pods keep running) and start it again on the same data."""
+        stop_daemon(self.daemon)
+        self.daemon = start_daemon(
+            self.daemon.data_dir,
+            *self.args,
+            daemon_args=("--node-name", self.node_name),
+            node_agent=True,
+        )
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 60):
         return self.daemon.kubectl(*args, input=input, timeout=timeout)
@@ -145,29 +156,21 @@ def node(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iter
     cgroup = f"kcore-test-{suffix}"
     node_name = f"node-{suffix}"
     ImageStore(data_dir / "images").import_path(busybox_layout)
-    daemon = None
+    args = (
+        *("--bridge-name", names.bridge, "--nft-table", names.table),
+        *("--cluster-cidr", str(names.cluster), "--pod-cidr", str(names.pod)),
+        *("--service-cidr", str(names.service), "--runtime-cgroup-name", cgroup),
+    )
+    node = None
     try:
         daemon = start_daemon(
-            data_dir,
-            "--bridge-name",
-            names.bridge,
-            "--nft-table",
-            names.table,
-            "--cluster-cidr",
-            str(names.cluster),
-            "--pod-cidr",
-            str(names.pod),
-            "--service-cidr",
-            str(names.service),
-            "--runtime-cgroup-name",
-            cgroup,
-            daemon_args=("--node-name", node_name),
-            node_agent=True,
+            data_dir, *args, daemon_args=("--node-name", node_name), node_agent=True
         )
-        yield Node(daemon, names, cgroup, node_name)
+        node = Node(daemon, names, cgroup, node_name, args)
+        yield node
     finally:
-        if daemon is not None:
-            stop_daemon(daemon)
+        if node is not None and node.daemon.proc.poll() is None:
+            stop_daemon(node.daemon)
         from kcore.plugins.runtime_linux.cgroups import CgroupDriver
 
         cleanup_runtime_dir(data_dir)
