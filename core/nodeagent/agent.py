@@ -52,6 +52,7 @@ from kcore.nodeagent.pod_worker import (
 log = structlog.get_logger("kcore.nodeagent")
 
 COMPONENT = "kubelet"
+LOG_ROTATION_PERIOD = 10.0
 SYNC_FREQUENCY = 10.0
 """Seconds between refreshes of a running pod's volumes (the kubelet's is 1 min)."""
 
@@ -87,6 +88,8 @@ class NodeAgent:
         for source in volume_sources:
             self.sources.setdefault(source.type_name, source)
         self.sync_frequency = sync_frequency
+        self.log_max_size = 10 * 1024 * 1024
+        self.log_max_files = 5
         self.node_allocatable = dict(node_allocatable or {})
         self.status_manager = NodeStatusManager(
             api,
@@ -129,6 +132,7 @@ class NodeAgent:
         self._tasks.append(asyncio.create_task(self.status_manager.run(self._stop)))
         await self._index_containers()
         self._tasks.append(asyncio.create_task(self._container_events()))
+        self._tasks.append(asyncio.create_task(self._rotate_logs()))
         informer = Informer(self.api, "v1", "Pod", field_selector=f"spec.nodeName={self.node_name}")
         informer.on_add(self._pod_added)
         informer.on_update(self._pod_updated)
@@ -217,6 +221,28 @@ class NodeAgent:
         finally:
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
+
+    async def _rotate_logs(self) -> None:
+        """Every ``LOG_ROTATION_PERIOD`` seconds, rotate the logs of running containers past
+        ``log_max_size`` (10 MiB, keeping 5 files, as the kubelet)."""
+        from kcore.nodeagent.logs import LogRotator
+
+        rotator = LogRotator()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), LOG_ROTATION_PERIOD)
+            if self._stop.is_set():
+                return
+            try:
+                running = await self.runtime.list_containers({"state": CONTAINER_RUNNING})
+                await rotator.rotate(
+                    self.runtime,
+                    [(r["id"], Path(r["log_path"])) for r in running if r.get("log_path")],
+                    max_size=self.log_max_size,
+                    max_files=self.log_max_files,
+                )
+            except Exception as exc:
+                log.warning("log rotation failed", error=str(exc))
 
     async def cleanup_orphans(self) -> None:
         """Tear down sandboxes and pod directories of pods that no longer exist."""

@@ -168,6 +168,7 @@ class LinuxRuntime:
         (self.root / "sandboxes").mkdir(parents=True, exist_ok=True)
         (self.root / "containers").mkdir(parents=True, exist_ok=True)
         self._sandboxes: dict[str, _Sandbox] = {}
+        self._meta_cache: dict[str, tuple[int, dict]] = {}
         self._listeners: set[asyncio.Queue] = set()
         self._zygote: subprocess.Popen | None = None
         self._zygote_channel: socket.socket | None = None
@@ -580,11 +581,26 @@ class LinuxRuntime:
         return meta
 
     def _container_index(self) -> dict[str, dict]:
+        """Every container's ``container.json`` (written once, at creation), read from disk
+        only when it is new or changed. Callers must not change what they get."""
         out = {}
-        for entry in (self.root / "containers").iterdir():
-            meta = _read_json(entry / "container.json")
-            if meta is not None:
-                out[entry.name] = meta
+        cache = self._meta_cache
+        with os.scandir(self.root / "containers") as entries:
+            for entry in entries:
+                path = os.path.join(entry.path, "container.json")
+                try:
+                    stamp = os.stat(path).st_mtime_ns
+                except OSError:
+                    continue
+                cached = cache.get(entry.name)
+                if cached is None or cached[0] != stamp:
+                    meta = _read_json(Path(path))
+                    if meta is None:
+                        continue
+                    cached = cache[entry.name] = (stamp, meta)
+                out[entry.name] = cached[1]
+        for gone in set(cache) - set(out):
+            del cache[gone]
         return out
 
     def _resolve_process(self, config: Mapping[str, Any], image: Mapping[str, Any]) -> list[str]:
@@ -904,6 +920,10 @@ class LinuxRuntime:
             if (
                 filter.get("pod_sandbox_id")
                 and meta.get("pod_sandbox_id") != filter["pod_sandbox_id"]
+            ):
+                continue
+            if not _labels_match(
+                (meta.get("config") or {}).get("labels") or {}, filter.get("label_selector")
             ):
                 continue
             status = self._container_status(cid, meta)
