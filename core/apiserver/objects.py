@@ -351,8 +351,11 @@ class ObjectStore:
             status = body.setdefault("status", {}) or {}
             body["status"] = {"phase": "Pending", "qosClass": status.get("qosClass")}
         obj = self._normalize(info, body, strict=strict)
-        if info.kind == "Pod" and namespace is not None:
-            await self._admit_service_account(obj, namespace)
+        if info.kind == "Pod":
+            pod = api.decode(obj, into=info.type)
+            obj.setdefault("status", {})["qosClass"] = api.qos_class(pod.spec)
+            if namespace is not None:
+                await self._admit_service_account(obj, namespace)
         if info.kind == "Job":
             job = api.decode(obj, into=info.type)
             api.generate_job_selector(job)

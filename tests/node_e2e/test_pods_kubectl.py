@@ -342,3 +342,63 @@ def test_node_is_registered_and_ready(node):
     assert json.loads(lease)["spec"]["holderIdentity"] == node.node_name
     wide = node.ok("get", "nodes", "-o", "wide")
     assert node.node_name in wide and "Ready" in wide
+
+
+def test_limits_become_cgroup_settings_and_qos(node, cleanup):
+    cleanup.extend(["hungry", "guaranteed"])
+    node.apply(
+        pod_manifest(
+            "hungry",
+            [
+                {
+                    "name": "app",
+                    "command": ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=64M count=1"],
+                    "resources": {"limits": {"memory": "16Mi", "cpu": "100m"}},
+                }
+            ],
+            restartPolicy="Never",
+        )
+    )
+    pod = node.wait_pod("hungry", phase_is("Failed"), timeout=30, what="an OOM kill")
+    terminated = state_of(pod)["terminated"]
+    assert terminated["reason"] == "OOMKilled"
+    assert terminated["exitCode"] == 137
+    assert pod["status"]["qosClass"] == "Guaranteed"
+    node.apply(
+        pod_manifest(
+            "guaranteed",
+            [
+                {
+                    "name": "app",
+                    "command": ["sleep", "3600"],
+                    "resources": {"limits": {"memory": "32Mi", "cpu": "250m"}},
+                }
+            ],
+        )
+    )
+    node.wait_pod("guaranteed", phase_is("Running"), timeout=30)
+    pod = node.get("pod", "guaranteed")
+    cid = container_state(pod, "app")["containerID"].split("://", 1)[1]
+    state = node.daemon.data_dir / "runtime" / "containers" / cid / "state.json"
+    pid = json.loads(state.read_text())["pid"]
+    memory = cpu = None
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            base = Path("/sys/fs/cgroup") / path.lstrip("/")
+            if (base / "memory.max").exists():
+                memory = int((base / "memory.max").read_text())
+                cpu = (base / "cpu.max").read_text().split()[0]
+        elif "memory" in controllers.split(","):
+            memory = int(
+                (
+                    Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes"
+                ).read_text()
+            )
+        elif "cpu" in controllers.split(","):
+            top = Path("/sys/fs/cgroup") / controllers
+            if not top.exists():
+                top = Path("/sys/fs/cgroup/cpu")
+            cpu = (top / path.lstrip("/") / "cpu.cfs_quota_us").read_text().strip()
+    assert memory == 32 * 1024 * 1024
+    assert cpu == "25000"  # 250m of a 100 ms period
