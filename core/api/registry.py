@@ -115,6 +115,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
             _with_status("Pod"),
             Subresource("log", "Pod", verbs=("get",)),
             Subresource("exec", "PodExecOptions", verbs=("create", "get")),
+            Subresource("attach", "PodAttachOptions", verbs=("create", "get")),
             Subresource("binding", "Binding", verbs=("create",)),
         ),
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import random
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from aiohttp import web
 import kcore
 from kcore import api
 from kcore.api.registry import ResourceInfo, by_resource, group_versions, resources_in
+from kcore.apiserver import streaming
 from kcore.apiserver.objects import (
     PATCH_TYPES,
     ListOptions,
@@ -117,6 +119,9 @@ class APIServer:
     ServiceAccount token of ``token_issuer`` (without one, the server makes an issuer with
     a key of its own on first use, so its tokens die with it); ``request[USER]`` is then
     the :class:`UserInfo` of the caller.
+
+    ``pods/log``, ``pods/exec`` and ``pods/attach`` are served by ``pod_streams`` (the node
+    agent's, set when it starts, possibly after the server); without one they are a 405.
     """
 
     def __init__(
@@ -127,8 +132,10 @@ class APIServer:
         token_issuer: TokenIssuer | None = None,
         server_address: str = "",
         watch_timeout: tuple[int, int] = (1800, 3600),
+        pod_streams: streaming.PodStreams | None = None,
     ) -> None:
         self.objects = objects
+        self.pod_streams = pod_streams
         self.token = token
         self._token_issuer = token_issuer
         self.server_address = server_address
@@ -353,6 +360,8 @@ class APIServer:
                 self.objects, self.token_issuer, t.namespace, t.name, body
             )
             return json_response(answer, 201)
+        if t.subresource in ("log", "exec", "attach") and self.pod_streams is not None:
+            return await self._pod_stream(request, t, self.pod_streams)
         if t.subresource in ("log", "exec", "attach", "binding", "portforward", "proxy"):
             if t.subresource == "binding" and method == "POST":
                 return await self._binding(request, t)
@@ -631,6 +640,47 @@ class APIServer:
             t.info, t.namespace, t.name, "application/json-patch+json", ops, dry_run=dry_run
         )
         return json_response(_scale_of(updated))
+
+    async def _pod_stream(
+        self, request: web.Request, t: Target, streams: streaming.PodStreams
+    ) -> web.StreamResponse:
+        """``pods/log``, ``pods/exec``, ``pods/attach``: the checks Kubernetes' API server
+        makes (options, pod, container, node), then the provider's stream."""
+        assert t.name is not None
+        q = request.query
+        if t.subresource == "log":
+            if request.method != "GET":
+                raise MethodNotAllowed(f"{request.method} is not allowed on pods/log")
+            options = streaming.log_options(q, t.name)
+            pod = await self.objects.get(t.info, t.namespace, t.name)
+            container = streaming.select_container(pod, q.get("container"))
+            if not streaming.node_of(pod):
+                return await streaming.serve_empty_log(request)
+            chunks = await streaming.open_logs(streams, pod, container, options)
+            return await streaming.serve_log(request, chunks, stopping=self.stopping)
+        if request.method not in ("GET", "POST"):
+            raise MethodNotAllowed(f"{request.method} is not allowed on pods/{t.subresource}")
+        is_exec = t.subresource == "exec"
+        stream_options = streaming.stream_options(q, exec_=is_exec)
+        pod = await self.objects.get(t.info, t.namespace, t.name)
+        container = streaming.select_container(pod, q.get("container"))
+        streaming.require_node(pod)
+        if is_exec:
+            start = functools.partial(
+                streams.exec,
+                pod,
+                container,
+                stream_options.command,
+                stdin=stream_options.stdin,
+                tty=stream_options.tty,
+            )
+        else:
+            start = functools.partial(
+                streams.attach, pod, container, stdin=stream_options.stdin, tty=stream_options.tty
+            )
+        return await streaming.serve_session(
+            request, t.subresource or "", stream_options, start, stopping=self.stopping
+        )
 
     async def _binding(self, request: web.Request, t: Target) -> web.Response:
         body = await self._body(request)

@@ -119,7 +119,7 @@ def test_resolve_unknown_names():
 
 def test_subresources():
     pods = registry.by_resource("", "v1", "pods")
-    assert [s.name for s in pods.subresources] == ["status", "log", "exec", "binding"]
+    assert [s.name for s in pods.subresources] == ["status", "log", "exec", "attach", "binding"]
     assert pods.subresource("exec").kind == "PodExecOptions"
     assert pods.subresource("log").verbs == ("get",)
     for plural in ("deployments", "replicasets"):
