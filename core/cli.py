@@ -251,6 +251,26 @@ def daemon_cmd(
     )
 
 
+@cli.command("node")
+@click.option(
+    "--kubeconfig",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="How to reach the API server (its address, CA and credentials).",
+)
+@click.option("--node-name", help="The node's name (default: the host name).")
+@click.pass_obj
+def node_cmd(state: CliState, kubeconfig: Path, node_name: str | None = None) -> None:
+    """Run a node agent alone against a (remote) API server: it registers this node and
+    runs the pods bound to it on the loaded runtime, network and volume plugins."""
+    import asyncio
+
+    from kcore.daemon import serve_node
+
+    state.host.slot_owner("runtime")
+    asyncio.run(serve_node(state.host, state.settings, kubeconfig, node_name))
+
+
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj

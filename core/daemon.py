@@ -175,7 +175,9 @@ async def start_node(
     settings: Settings,
     options: DaemonOptions,
     kubeconfig: Path,
-    server: APIServer,
+    server: APIServer | None,
+    *,
+    scheduler: bool = True,
 ) -> Node:
     """Start the node agent on the runtime, network and volume plugins loaded, talking to
     this daemon's API over HTTPS (as a node agent on another machine would), and the
@@ -202,10 +204,12 @@ async def start_node(
             pod_cidr=_pod_cidr(node.network),
         )
         await node.agent.start()
-        server.pod_streams = node.agent
-        node.server = server
-        node.scheduler = PlaceholderScheduler(node.client, name)
-        await node.scheduler.start()
+        if server is not None:
+            server.pod_streams = node.agent
+            node.server = server
+        if scheduler:
+            node.scheduler = PlaceholderScheduler(node.client, name)
+            await node.scheduler.start()
     except BaseException:
         await node.close()
         raise
@@ -216,6 +220,25 @@ async def start_node(
 def _pod_cidr(network: Any) -> str | None:
     cidr = getattr(getattr(network, "config", None), "pod_cidr", None)
     return str(cidr) if cidr is not None else None
+
+
+async def serve_node(
+    host: PluginHost, settings: Settings, kubeconfig: Path, node_name: str | None
+) -> None:
+    """A node agent alone, against the API server ``kubeconfig`` names (over HTTPS), until
+    SIGTERM or SIGINT. Its pods keep running when it stops."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    options = DaemonOptions(node_name=node_name)
+    node = await start_node(host, settings, options, kubeconfig, None, scheduler=False)
+    print(f"kcore node agent running as node {node.agent.node_name}", flush=True)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await node.close()
 
 
 def run(host: PluginHost, settings: Settings, options: DaemonOptions) -> None:

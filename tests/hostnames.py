@@ -114,3 +114,19 @@ def remove_cgroup_root(parents: dict[str, Path]) -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.02)
+
+
+def unmount_below(path: Path) -> None:
+    """Unmount (lazily) everything mounted at or below ``path``."""
+    top = os.path.realpath(path)
+    for _ in range(10):
+        points = []
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split()[4].replace("\\040", " ")
+                if point == top or point.startswith(top + "/"):
+                    points.append(point)
+        if not points:
+            return
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)

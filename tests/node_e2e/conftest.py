@@ -9,9 +9,7 @@ links, routes and nft table by name."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +18,14 @@ from typing import Any
 
 import pytest
 from daemon_process import Daemon, start_daemon, stop_daemon
-from hostnames import Names, cleanup_runtime_dir, new_names, remove_cgroup_root, remove_host_objects
+from hostnames import (
+    Names,
+    cleanup_runtime_dir,
+    new_names,
+    remove_cgroup_root,
+    remove_host_objects,
+    unmount_below,
+)
 
 from kcore.images import ImageStore
 
@@ -133,21 +138,6 @@ def pod_manifest(name: str, containers: list[dict[str, Any]], **spec: Any) -> di
     }
 
 
-def _unmount_below(path: Path) -> None:
-    top = os.path.realpath(path)
-    for _ in range(10):
-        points = []
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                point = line.split()[4].replace("\\040", " ")
-                if point == top or point.startswith(top + "/"):
-                    points.append(point)
-        if not points:
-            return
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iterator[Node]:
     data_dir = tmp_path_factory.mktemp("kcore-node")
@@ -174,6 +164,6 @@ def node(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iter
         from kcore.plugins.runtime_linux.cgroups import CgroupDriver
 
         cleanup_runtime_dir(data_dir)
-        _unmount_below(data_dir)
+        unmount_below(data_dir)
         remove_cgroup_root(CgroupDriver.detect(root_name=cgroup).parent_paths())
         remove_host_objects(names)

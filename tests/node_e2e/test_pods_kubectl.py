@@ -402,3 +402,17 @@ def test_limits_become_cgroup_settings_and_qos(node, cleanup):
             cpu = (top / path.lstrip("/") / "cpu.cfs_quota_us").read_text().strip()
     assert memory == 32 * 1024 * 1024
     assert cpu == "25000"  # 250m of a 100 ms period
+
+
+def test_attach_streams_the_running_output(node, cleanup):
+    cleanup.append("attachme")
+    script = "sleep 2; for i in 1 2 3; do echo tick $i; sleep 0.5; done"
+    node.apply(
+        pod_manifest(
+            "attachme", [{"name": "app", "command": ["sh", "-c", script]}], restartPolicy="Never"
+        )
+    )
+    node.wait_pod("attachme", phase_is("Running"), timeout=30)
+    done = node.kubectl("attach", "attachme", timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "tick 3" in done.stdout
