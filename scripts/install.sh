@@ -9,6 +9,9 @@ py=${PYTHON:-python3}
 need=()
 command -v "$py" >/dev/null 2>&1 || need+=(python3)
 "$py" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# What the embedded defaults use on the node: nft for net_bridge's table, a static busybox
+# for the starter image.
+for d in nftables iproute2 busybox-static; do dpkg -s "$d" >/dev/null 2>&1 || need+=("$d"); done
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
     py=python3
