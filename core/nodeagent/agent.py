@@ -404,6 +404,9 @@ class NodeAgent:
                 f'Back-off pulling image "{image}"',
                 field_path=field_path,
             )
+            self.record(
+                worker.pod, "Warning", "Failed", "Error: ImagePullBackOff", field_path=field_path
+            )
             worker.wake_in(wait + 0.05)
             raise SyncError("ImagePullBackOff", f'Back-off pulling image "{image}"')
         self.record(

@@ -87,6 +87,7 @@ class PodWorker:
         self._wake = asyncio.Event()
         self._deadline: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.sandbox_id: str | None = None
         self.sandbox_attempt = -1
         self.netns_path: str | None = None
@@ -126,6 +127,7 @@ class PodWorker:
             self._deadline = at
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,13 +140,18 @@ class PodWorker:
 
     async def _run(self) -> None:
         failures = 0
-        while not self.done:
+        while not self.done and not self._stopping:
             timeout = None
             if self._deadline is not None:
                 timeout = max(0.0, self._deadline - time.monotonic())
             if not self._wake.is_set():
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that arrives as the event fires, and stop() would hang
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+            if self._stopping:
+                break
             self._wake.clear()
             self._deadline = None
             try:
@@ -428,7 +435,7 @@ class PodWorker:
         backoff: Backoff = self.agent.restart_backoff
         wait = backoff.remaining(key, finished, time.time())
         if wait > 0:
-            delay = int(backoff.delay(key))
+            delay = backoff.delay(key)
             self.waiting[name] = (
                 "CrashLoopBackOff",
                 f"back-off {_duration(delay)} restarting failed container={name} "
@@ -771,11 +778,14 @@ class PodWorker:
         self.agent.record(self.pod, type, reason, message, field_path=field_path)
 
 
-def _duration(seconds: int) -> str:
-    """Go's duration text for whole seconds: ``40s``, ``1m20s``, ``5m0s``."""
-    if seconds < 60:
-        return f"{seconds}s"
-    return f"{seconds // 60}m{seconds % 60}s"
+def _duration(seconds: float) -> str:
+    """Go's duration text: ``200ms``, ``40s``, ``1m20s``, ``5m0s``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:g}s"
+    return f"{whole // 60}m{whole % 60}s"
 
 
 __all__ = ["PodWorker", "SyncError", "pod_full_name"]

@@ -12,7 +12,10 @@ container "does" is scripted by its annotations:
   ``StartError``), as a missing executable does on a real runtime.
 
 Stopping a running container ends it with 143 (it "handled" SIGTERM) when the stop has a
-grace period, with 137 (SIGKILL) when it has none. Images imported from a layout or
+grace period, with 137 (SIGKILL) when it has none. The script comes from the container
+config's annotations or, as a node agent passes a pod's annotations to its sandbox, from
+the sandbox's: ``sim.kcore.io/<key>`` for every container of the pod,
+``<container>.sim.kcore.io/<key>`` for one. Images imported from a layout or
 archive are real records (``ImageStore`` without unpacking the layers); a pulled image
 becomes present at once as a synthetic record, unless its name contains
 ``doesnotexist`` or ``nonexistent`` (for simulating a failed pull).
@@ -55,6 +58,7 @@ from kcore.interfaces import (
     RuntimeBackend,
 )
 
+SIM_PREFIX = "sim.kcore.io/"
 RUN_SECONDS = "sim.kcore.io/run-seconds"
 EXIT_CODE = "sim.kcore.io/exit-code"
 START_ERROR = "sim.kcore.io/start-error"
@@ -164,7 +168,10 @@ class _Container:
         self.log_path = log_path
         self.mounts = [dict(m) for m in config.get("mounts") or ()]
         self.resources = dict((config.get("linux") or {}).get("resources") or {})
-        self.run_seconds, self.scripted_exit, self.start_error = _script(self.annotations)
+        name = (config.get("metadata") or {}).get("name") or ""
+        self.run_seconds, self.scripted_exit, self.start_error = _script(
+            _scripting(sandbox.annotations, name, self.annotations)
+        )
         self.state = CONTAINER_CREATED
         self.created_at = time.time_ns()
         self.started_at = 0
@@ -196,6 +203,17 @@ class _Container:
             "resources": {"linux": dict(self.resources)},
             "pid": None,
         }
+
+
+def _scripting(pod: Mapping[str, str], container: str, own: Mapping[str, str]) -> dict[str, str]:
+    """The script of one container: the pod's ``sim.kcore.io/<key>`` annotations (every
+    container), its ``<container>.sim.kcore.io/<key>`` ones (that container), then the
+    container config's own ``sim.kcore.io/<key>`` (a CRI client's way)."""
+    out = {k: v for k, v in pod.items() if k.startswith(SIM_PREFIX)}
+    mine = f"{container}.{SIM_PREFIX}"
+    out.update({k[len(container) + 1 :]: v for k, v in pod.items() if k.startswith(mine)})
+    out.update({k: v for k, v in own.items() if k.startswith(SIM_PREFIX)})
+    return out
 
 
 def _script(annotations: Mapping[str, str]) -> tuple[float | None, int, str | None]:
