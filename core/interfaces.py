@@ -388,7 +388,12 @@ class NetworkPlugin(Protocol):
 @runtime_checkable
 class VolumeSource(Protocol):
     """Materializes one volume type (the key under ``spec.volumes[i]``, e.g. ``configMap``)
-    into a directory on the node, which the runtime bind-mounts into containers."""
+    into a directory on the node, which the runtime bind-mounts into containers.
+
+    Optional attributes the node agent reads: ``read_only = True`` mounts the volume
+    read-only in every container whatever its ``volumeMounts`` say (as Kubernetes does for
+    API data: configMap, secret, downwardAPI, projected); a ``host_path(pod, volume)``
+    method names a node path to mount instead of the target (hostPath)."""
 
     type_name: str
 

@@ -328,8 +328,11 @@ class NodeAgent:
         ]
         return base
 
-    async def setup_volume(self, pod: Mapping[str, Any], volume: Mapping[str, Any]) -> Path:
-        """Materialize one volume; the node path containers mount."""
+    async def setup_volume(
+        self, pod: Mapping[str, Any], volume: Mapping[str, Any], read_only: set[str]
+    ) -> Path:
+        """Materialize one volume; the node path containers mount. A source whose
+        ``read_only`` is true adds the volume's name to ``read_only``."""
         kind = next((k for k in volume if k != "name"), None)
         name = volume.get("name") or ""
         source = self.sources.get(kind or "")
@@ -346,6 +349,8 @@ class NodeAgent:
         target = pod_dir / "volumes" / f"kubernetes.io~{kind}" / name
         target.mkdir(parents=True, exist_ok=True)
         await source.setup(pod, volume, target, self.api)
+        if getattr(source, "read_only", False):
+            read_only.add(name)
         host_path = getattr(source, "host_path", None)
         if host_path is not None:
             return Path(host_path(pod, volume))
@@ -458,7 +463,7 @@ class NodeAgent:
                 host_ips=[self.node_ip],
                 warn=warn,
             )
-            mounts = cri.mounts(container, worker.volume_paths)
+            mounts = cri.mounts(container, worker.volume_paths, worker.read_only_volumes)
         except KcoreError as exc:
             worker.record_failure(field_path, "CreateContainerConfigError", str(exc))
             worker.wake_in(2.0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
@@ -165,8 +165,14 @@ def sub_path(base: Path, sub: str) -> Path:
     return Path(real)
 
 
-def mounts(container: Mapping[str, Any], volume_paths: Mapping[str, Path]) -> list[dict[str, Any]]:
-    """The CRI mounts of ``volumeMounts``; ``volume_paths`` gives each volume's node path."""
+def mounts(
+    container: Mapping[str, Any],
+    volume_paths: Mapping[str, Path],
+    read_only: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """The CRI mounts of ``volumeMounts``; ``volume_paths`` gives each volume's node path,
+    ``read_only`` the volumes mounted read-only whatever the mount says (API data:
+    configMap, secret, downwardAPI, projected)."""
     out = []
     for mount in container.get("volumeMounts") or []:
         name = mount.get("name")
@@ -184,7 +190,7 @@ def mounts(container: Mapping[str, Any], volume_paths: Mapping[str, Path]) -> li
             {
                 "container_path": mount["mountPath"],
                 "host_path": str(host),
-                "readonly": bool(mount.get("readOnly")),
+                "readonly": bool(mount.get("readOnly")) or name in read_only,
                 "propagation": propagation,
             }
         )

@@ -94,6 +94,7 @@ class PodWorker:
         self.pod_ips: list[str] = []
         self.network_ready = False
         self.volume_paths: dict[str, Path] = {}
+        self.read_only_volumes: set[str] = set()
         self.volumes_ready = False
         self._volumes_at = 0.0
         self._volume_backoff = VOLUME_RETRY[0]
@@ -322,7 +323,9 @@ class PodWorker:
         for volume in self.spec.get("volumes") or []:
             name = volume.get("name") or ""
             try:
-                self.volume_paths[name] = await self.agent.setup_volume(self.pod, volume)
+                self.volume_paths[name] = await self.agent.setup_volume(
+                    self.pod, volume, self.read_only_volumes
+                )
             except KcoreError as exc:
                 failed = f'MountVolume.SetUp failed for volume "{name}" : {exc}'
                 break

@@ -19,6 +19,7 @@ from kcore.plugins.volumes.volume_dir import materialize, remove
 
 class ConfigMapSource:
     type_name = "configMap"
+    read_only = True  # API data: never writable from a container, as in Kubernetes
 
     async def setup(
         self, pod: Mapping[str, Any], volume: Mapping[str, Any], target: Path, api: Any

@@ -56,6 +56,7 @@ def downward_payload(
 
 class DownwardAPISource:
     type_name = "downwardAPI"
+    read_only = True  # API data: never writable from a container, as in Kubernetes
 
     def __init__(self, node_allocatable: Mapping[str, Any] | None = None) -> None:
         self.node_allocatable = node_allocatable

@@ -74,6 +74,7 @@ class _Token:
 
 class ProjectedSource:
     type_name = "projected"
+    read_only = True  # API data: never writable from a container, as in Kubernetes
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from kcore.pods.resources import memory_volume_size
 
 class SecretSource:
     type_name = "secret"
+    read_only = True  # API data: never writable from a container, as in Kubernetes
 
     def __init__(self, node_allocatable: Mapping[str, Any] | None = None) -> None:
         self.node_allocatable = node_allocatable
