@@ -1129,8 +1129,9 @@ def zygote(channel_fd: int) -> int:
     """The runtime's zygote: with everything a monitor needs already imported (and frozen
     out of the garbage collector's reach, so forks share those pages), fork one monitor per
     request. Requests are ``{"sandbox_dir": ...}`` messages on a SOCK_SEQPACKET channel
-    whose other end the runtime holds; each forked monitor answers on it with one message,
-    ``ready <pid>`` or ``error {...}``. EOF on the channel (the runtime closed it or died)
+    whose other end the runtime holds, each with a socket passed along (SCM_RIGHTS) on
+    which the forked monitor answers with one message, ``ready <pid>`` or ``error {...}``
+    (without one, on the channel itself). EOF on the channel (the runtime closed it or died)
     ends the zygote; the monitors it forked live on."""
     import gc
 
@@ -1147,30 +1148,39 @@ def zygote(channel_fd: int) -> int:
         except ChildProcessError:
             pass
         try:
-            data = channel.recv(65536)
+            data, fds, _flags, _addr = socket.recv_fds(channel, 65536, 4)
         except TimeoutError:
             continue
         if not data:
             return 0
+        answer = socket.socket(fileno=fds[0]) if fds else channel
+        for extra in fds[1:]:
+            os.close(extra)
         try:
             sandbox_dir = json.loads(data)["sandbox_dir"]
         except (ValueError, KeyError, TypeError):
-            channel.send(b'error {"message": "malformed zygote request"}')
+            answer.send(b'error {"message": "malformed zygote request"}')
+            if answer is not channel:
+                answer.close()
             continue
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 os.setsid()
-                channel.settimeout(None)
-
-                def report(text: str) -> None:
-                    channel.send(text.encode())
+                if answer is not channel:
                     channel.close()
+                answer.settimeout(None)
+
+                def report(text: str, answer: socket.socket = answer) -> None:
+                    answer.send(text.encode())
+                    answer.close()
 
                 code = run_monitor(sandbox_dir, report)
             finally:
                 os._exit(code)
+        if answer is not channel:
+            answer.close()
 
 
 def main(argv: list[str]) -> int:

@@ -457,23 +457,33 @@ class LinuxRuntime:
         self._zygote_channel = ours
 
     async def _spawn_monitor(self, directory: Path) -> int:
+        """Have the zygote fork the monitor of ``directory``; its answer comes on a socket
+        of this request's own (passed with the request), so that monitors start
+        concurrently: only handing the request over is serialized."""
         loop = asyncio.get_running_loop()
-        async with self._zygote_lock:
-            reply = b""
-            for _attempt in range(2):
-                self._start_zygote()
-                channel = self._zygote_channel
-                assert channel is not None
-                try:
-                    await loop.sock_sendall(
-                        channel, json.dumps({"sandbox_dir": str(directory)}).encode()
+        reply = b""
+        for _attempt in range(2):
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            mine.setblocking(False)
+            try:
+                async with self._zygote_lock:
+                    self._start_zygote()
+                    sent = await self._send_to_zygote(
+                        json.dumps({"sandbox_dir": str(directory)}).encode(), theirs
                     )
-                    reply = await asyncio.wait_for(loop.sock_recv(channel, 65536), 60)
-                except (OSError, TimeoutError):
-                    reply = b""
-                if reply:
-                    break
-                # The zygote is gone: start another and ask again.
+                theirs.close()
+                if sent:
+                    try:
+                        reply = await asyncio.wait_for(loop.sock_recv(mine, 65536), 60)
+                    except (OSError, TimeoutError):
+                        reply = b""
+            finally:
+                theirs.close()
+                mine.close()
+            if reply:
+                break
+            # The zygote is gone (its end of our socket closed unanswered): start another.
+            async with self._zygote_lock:
                 if self._zygote is not None:
                     with contextlib.suppress(ProcessLookupError):
                         self._zygote.kill()
@@ -484,6 +494,20 @@ class LinuxRuntime:
             detail = monitor.Monitor.error_text(line, "the pod monitor did not start")
             raise PermanentError(f"pod sandbox set-up failed: {detail}")
         return int(line.split()[1])
+
+    async def _send_to_zygote(self, data: bytes, reply_socket: socket.socket) -> bool:
+        channel = self._zygote_channel
+        assert channel is not None
+        fds = array.array("i", [reply_socket.fileno()])
+        for _ in range(200):
+            try:
+                channel.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                return True
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+            except OSError:
+                return False
+        return False
 
     async def stop_pod_sandbox(self, pod_sandbox_id: str) -> None:
         sb = self._sandboxes.get(pod_sandbox_id)

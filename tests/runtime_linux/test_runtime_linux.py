@@ -402,3 +402,17 @@ async def test_tty_container_attach_and_log(linux_backend, tmp_path):
     assert status["exit_code"] == 5
     log = Path(status["log_path"]).read_text()
     assert " stdout " in log and "/dev/pts/0" in log and " stderr " not in log
+
+
+async def test_sandboxes_start_concurrently_and_survive_a_dead_zygote(linux_backend, tmp_path):
+    rt = linux_backend.runtime
+    ids = await asyncio.gather(
+        *(rt.run_pod_sandbox(sandbox_config(tmp_path, name=f"pod{i}")) for i in range(8))
+    )
+    statuses = [await rt.pod_sandbox_status(sid) for sid in ids]
+    assert {s["state"] for s in statuses} == {"SANDBOX_READY"}
+    assert len({s["pid"] for s in statuses}) == 8
+    rt._zygote.kill()  # the zygote dies: the next sandbox gets a new one
+    rt._zygote.wait()
+    sid = await rt.run_pod_sandbox(sandbox_config(tmp_path, name="after"))
+    assert (await rt.pod_sandbox_status(sid))["state"] == "SANDBOX_READY"
