@@ -831,4 +831,5 @@ def _grace_period(info: ResourceInfo, obj: dict[str, Any], options: Mapping[str,
         return 0
     if given is not None:
         return max(int(given), 0)
-    return int(spec.get("terminationGracePeriodSeconds") or 30)
+    grace = spec.get("terminationGracePeriodSeconds")
+    return 30 if grace is None else max(int(grace), 0)

@@ -528,7 +528,8 @@ class PodWorker:
         meta = _meta(self.pod)
         if meta.get("deletionGracePeriodSeconds") is not None:
             return int(meta["deletionGracePeriodSeconds"])
-        return int(self.spec.get("terminationGracePeriodSeconds") or 30)
+        grace = self.spec.get("terminationGracePeriodSeconds")
+        return 30 if grace is None else int(grace)
 
     async def kill_container(
         self,

@@ -392,3 +392,31 @@ async def test_watch_timeout_seconds_ends_the_stream(api):
     ) as resp:
         body = await asyncio.wait_for(resp.read(), 10)
     assert resp.status == 200 and body == b""
+
+
+async def test_pod_deletion_waits_for_the_node_only_with_a_grace_period(api):
+    def pod(name, **spec):
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}], **spec},
+        }
+
+    base = "/api/v1/namespaces/default/pods"
+    for name, spec, waits in (
+        ("default-grace", {}, 30),
+        ("short-grace", {"terminationGracePeriodSeconds": 3}, 3),
+        ("no-grace", {"terminationGracePeriodSeconds": 0}, None),
+    ):
+        status, _ = await api.request("POST", base, pod(name, **spec))
+        assert status == 201
+        status, answer = await api.request("DELETE", f"{base}/{name}")
+        assert status == 200
+        status, after = await api.request("GET", f"{base}/{name}")
+        if waits is None:
+            assert status == 404  # nothing to wait for: gone at once
+        else:
+            assert status == 200
+            assert after["metadata"]["deletionGracePeriodSeconds"] == waits
+            assert after["metadata"]["deletionTimestamp"]
