@@ -111,7 +111,11 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
         print(f"export KUBECONFIG={kubeconfig}", flush=True)
         node = None
         if options.node_agent:
-            node = await start_node(host, settings, options, kubeconfig, server)
+            from kcore.client import ApiClient
+            from kcore.client.inprocess import InProcessTransport
+
+            in_process = ApiClient(InProcessTransport(objects, token_issuer=issuer))
+            node = await start_node(host, settings, options, kubeconfig, server, api=in_process)
         compactor = (
             asyncio.ensure_future(compact_forever(store, options.compaction_interval))
             if options.compaction_interval > 0
@@ -178,10 +182,12 @@ async def start_node(
     server: APIServer | None,
     *,
     scheduler: bool = True,
+    api: Any = None,
 ) -> Node:
-    """Start the node agent on the runtime, network and volume plugins loaded, talking to
-    this daemon's API over HTTPS (as a node agent on another machine would), and the
-    placeholder scheduler that binds pods to it."""
+    """Start the node agent on the runtime, network and volume plugins loaded, and the
+    placeholder scheduler that binds pods to it. They talk to the API through ``api``
+    (in the daemon: in-process, no HTTP), else as ``kubeconfig`` says (over HTTPS, as a
+    node agent on another machine does)."""
     from kcore.client import ApiClient
     from kcore.hookspecs import SLOT_HOOKS
     from kcore.nodeagent.agent import NodeAgent, default_node_name
@@ -189,7 +195,7 @@ async def start_node(
 
     node = Node()
     try:
-        node.client = ApiClient.from_kubeconfig(kubeconfig)
+        node.client = api if api is not None else ApiClient.from_kubeconfig(kubeconfig)
         node.backend = await host.runtime(settings)
         if any(SLOT_HOOKS["network"] in host.hooks_of(n) for n in host.names):
             node.network = await host.network(settings)
