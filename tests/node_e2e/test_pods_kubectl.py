@@ -5,6 +5,10 @@ pods."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
 import time
 from pathlib import Path
 
@@ -416,3 +420,45 @@ def test_attach_streams_the_running_output(node, cleanup):
     done = node.kubectl("attach", "attachme", timeout=30)
     assert done.returncode == 0, done.stderr
     assert "tick 3" in done.stdout
+
+
+def test_exec_with_a_terminal(node, cleanup):
+    """``kubectl exec -it``: kubectl on a terminal of its own, a tty in the container."""
+    cleanup.append("ttypod")
+    node.apply(pod_manifest("ttypod", [{"name": "app", "command": ["sleep", "3600"]}]))
+    node.wait_pod("ttypod", phase_is("Running"), timeout=30)
+    master, slave = pty.openpty()
+    kubeconfig = str(node.daemon.kubeconfig)
+    proc = subprocess.Popen(
+        ["kubectl", "--kubeconfig", kubeconfig, "exec", "-it", "ttypod", "--", "sh"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "HOME": str(node.daemon.data_dir)},
+    )
+    os.close(slave)
+    out = b""
+    try:
+        time.sleep(1)
+        os.write(master, b"tty; echo marker-$((6*7)); exit 5\n")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: kubectl closed its terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(timeout=20) == 5, out
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"/dev/pts/" in out, out
+    assert b"marker-42" in out, out
