@@ -222,9 +222,9 @@ def cli(
 )
 @click.option(
     "--node-agent/--no-node-agent",
-    default=True,
-    show_default=True,
-    help="Run a node agent (and the one-node scheduler) in the daemon.",
+    default=None,
+    help="Run a node agent (and the one-node scheduler) in the daemon. Default: when a "
+    "runtime plugin is loaded.",
 )
 @click.option("--node-name", help="The node's name (default: the host name).")
 @click.pass_obj
@@ -234,7 +234,7 @@ def daemon_cmd(
     port: int = 6443,
     kubeconfig: Path | None = None,
     compaction_interval: float = 300.0,
-    node_agent: bool = True,
+    node_agent: bool | None = None,
     node_name: str | None = None,
 ) -> None:
     """Run the API server on the loaded store (HTTPS, admin kubeconfig in the data dir)
@@ -242,6 +242,8 @@ def daemon_cmd(
     from kcore.daemon import DaemonOptions, run
 
     state.host.slot_owner("store")
+    if node_agent is None:
+        node_agent = "runtime" in {slot for i in state.host.info() for slot in i.slots}
     if node_agent:
         state.host.slot_owner("runtime")
     run(

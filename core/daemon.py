@@ -87,6 +87,7 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
     data_dir.mkdir(parents=True, exist_ok=True)
     store = await host.store(settings)
     runner: web.AppRunner | None = None
+    node: Node | None = None
     defaults: asyncio.Future[None] | None = None
     try:
         objects = ObjectStore(store)
@@ -109,7 +110,6 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
         log.info("api server listening", url=url, kubeconfig=str(kubeconfig))
         print(f"kcore API server listening on {url}", flush=True)
         print(f"export KUBECONFIG={kubeconfig}", flush=True)
-        node = None
         if options.node_agent:
             from kcore.client import ApiClient
             from kcore.client.inprocess import InProcessTransport
