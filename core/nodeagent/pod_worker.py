@@ -186,6 +186,15 @@ class PodWorker:
         if phase in TERMINAL_PHASES:
             await self._wind_down(records)
             return
+        if (
+            records
+            and (self.spec.get("restartPolicy") or "Always") == "Never"
+            and not await self._sandbox_ready()
+        ):
+            # The kubelet never re-creates the sandbox of a pod that ran and must not
+            # restart: what ran is reported (a vanished container as unknown, 137).
+            await self.post_status(records)
+            return
         try:
             await self._ensure_sandbox(records)
             records = await self.agent.pod_containers(self.uid)
@@ -205,6 +214,10 @@ class PodWorker:
             await self._wind_down(records)
 
     # -- sandbox and network --------------------------------------------------------------
+
+    async def _sandbox_ready(self) -> bool:
+        found = await self.agent.find_sandbox(self.uid)
+        return found is not None and found.get("state") == "SANDBOX_READY"
 
     async def _ensure_sandbox(self, records: list[Mapping[str, Any]]) -> None:
         runtime = self.agent.runtime
@@ -398,7 +411,13 @@ class PodWorker:
             if not self._in_sandbox(current):
                 if current is not None and current.get("state") != CONTAINER_EXITED:
                     await self.agent.runtime.stop_container(current["id"], 0)
-                await self.start_container(container, "app", history)
+                succeeded = (
+                    current is not None
+                    and current.get("state") == CONTAINER_EXITED
+                    and not current.get("exit_code")
+                )
+                if not (succeeded and policy == "OnFailure"):  # as the kubelet on a new sandbox
+                    await self.start_container(container, "app", history)
                 continue
             assert current is not None
             state = current.get("state")

@@ -462,3 +462,41 @@ def test_exec_with_a_terminal(node, cleanup):
             proc.wait()
     assert b"/dev/pts/" in out, out
     assert b"marker-42" in out, out
+
+
+def _kill_pod_monitor(node: Node, uid: str) -> None:
+    """Kill the pod's monitor (its infra process) by the pid the runtime recorded."""
+    for record in (node.daemon.data_dir / "runtime" / "sandboxes").glob("*/sandbox.json"):
+        data = json.loads(record.read_text())
+        if (data.get("config") or {}).get("metadata", {}).get("uid") == uid and data.get(
+            "state"
+        ) == "SANDBOX_READY":
+            os.kill(data["pid"], 9)
+            return
+    raise AssertionError(f"no ready sandbox for pod {uid}")
+
+
+def test_a_lost_sandbox_is_re_created_or_reported_by_restart_policy(node, cleanup):
+    cleanup.extend(["phoenix", "once"])
+    node.apply(pod_manifest("phoenix", [{"name": "app", "command": ["sleep", "3600"]}]))
+    node.apply(
+        pod_manifest("once", [{"name": "app", "command": ["sleep", "3600"]}], restartPolicy="Never")
+    )
+    phoenix = node.wait_pod("phoenix", phase_is("Running"), timeout=30)
+    once = node.wait_pod("once", phase_is("Running"), timeout=30)
+    _kill_pod_monitor(node, phoenix["metadata"]["uid"])
+    _kill_pod_monitor(node, once["metadata"]["uid"])
+    after = node.wait_pod(
+        "phoenix",
+        lambda p: (
+            container_state(p, "app").get("restartCount", 0) >= 1 and "running" in state_of(p)
+        ),
+        timeout=30,
+        what="a new sandbox and a restarted container",
+    )
+    assert after["status"]["phase"] == "Running"
+    assert "SandboxChanged" in reasons(node, "phoenix")
+    gone = node.wait_pod("once", phase_is("Failed"), timeout=30, what="Failed")
+    terminated = state_of(gone)["terminated"]
+    assert terminated["exitCode"] == 137
+    assert container_state(gone, "app")["restartCount"] == 0
