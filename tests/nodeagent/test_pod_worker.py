@@ -893,7 +893,7 @@ async def test_a_missing_config_map_volume_holds_the_pod_until_it_appears(cluste
     [record] = await cluster.containers(uid)
     mounts = {m["container_path"]: m for m in record["mounts"]}
     assert mounts["/etc/app"]["host_path"] == str(target)
-    assert mounts["/etc/app"]["readonly"] is False
+    assert mounts["/etc/app"]["readonly"] is True  # API data is always read-only
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="secret volumes mount a tmpfs: needs root")
