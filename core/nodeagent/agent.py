@@ -40,6 +40,8 @@ from kcore.events import EventRecorder
 from kcore.interfaces import CONTAINER_RUNNING, RuntimeBackend
 from kcore.nodeagent import containers as cri
 from kcore.nodeagent.backoff import Backoff
+from kcore.nodeagent.credentials import image_credentials, pull_with_credentials
+from kcore.nodeagent.image_gc import IMAGE_GC_PERIOD, ImageGC
 from kcore.nodeagent.node_status import NodeStatusManager
 from kcore.nodeagent.pod_worker import (
     FALLBACK_LOG_BYTES,
@@ -75,6 +77,11 @@ class NodeAgent:
         sync_frequency: float = SYNC_FREQUENCY,
         node_allocatable: Mapping[str, str] | None = None,
         heartbeat: float = 10.0,
+        docker_config: Path | str | None = None,
+        image_gc_high_threshold: int = 85,
+        image_gc_low_threshold: int = 80,
+        image_minimum_gc_age: float = 120.0,
+        image_gc_period: float = IMAGE_GC_PERIOD,
     ) -> None:
         self.api = api
         self.runtime = backend.runtime
@@ -115,6 +122,19 @@ class NodeAgent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
         self.informer: Informer | None = None
+        self.docker_config = (
+            Path(docker_config) if docker_config is not None else self.data_dir / "config.json"
+        )
+        """The node's registry credentials (the kubelet's /var/lib/kubelet/config.json)."""
+        self.image_gc_period = image_gc_period
+        self.image_gc = ImageGC(
+            self.images,
+            self.runtime,
+            high_threshold=image_gc_high_threshold,
+            low_threshold=image_gc_low_threshold,
+            min_age=image_minimum_gc_age,
+            on_event=self._node_event,
+        )
 
     # -- running --------------------------------------------------------------------------
 
@@ -133,6 +153,7 @@ class NodeAgent:
         await self._index_containers()
         self._tasks.append(asyncio.create_task(self._container_events()))
         self._tasks.append(asyncio.create_task(self._rotate_logs()))
+        self._tasks.append(asyncio.create_task(self.image_gc.run(self._stop, self.image_gc_period)))
         informer = Informer(self.api, "v1", "Pod", field_selector=f"spec.nodeName={self.node_name}")
         informer.on_add(self._pod_added)
         informer.on_update(self._pod_updated)
@@ -191,6 +212,14 @@ class NodeAgent:
         worker = self.workers.get(uid or "")
         if worker is not None:
             worker.wake()
+
+    def _node_event(self, type: str, reason: str, message: str) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node_name, "uid": self.node_name},
+        }
+        self.record(node, type, reason, message)
 
     def _probe_changed(self, uid: str) -> None:
         self._wake(uid)
@@ -419,7 +448,14 @@ class NodeAgent:
         )
         started = time.monotonic()
         try:
-            await self.images.pull_image(image)
+            credentials = await image_credentials(
+                self.api,
+                worker.pod,
+                image,
+                node_config=self.docker_config,
+                warn=lambda reason, message: self.record(worker.pod, "Warning", reason, message),
+            )
+            await pull_with_credentials(self.images, image, credentials)
         except KcoreError as exc:
             self._pull_failed_at[key] = time.time()
             delay = self.image_backoff.next(key, self._pull_failed_at[key])
