@@ -1418,6 +1418,20 @@ def _validate_secret(obj: core_v1.Secret, errs: ErrorList) -> None:
         ann = "kubernetes.io/service-account.name"
         if not obj.metadata.annotations.get(ann):
             errs.required(f"metadata.annotations[{ann}]")
+    json_key = {
+        "kubernetes.io/dockerconfigjson": ".dockerconfigjson",
+        "kubernetes.io/dockercfg": ".dockercfg",
+    }.get(obj.type or "")
+    if json_key is not None and json_key in keys:
+        try:
+            raw = (
+                _b64decode(obj.data[json_key])
+                if json_key in obj.data
+                else obj.string_data[json_key].encode()
+            )
+            json.loads(raw)
+        except (binascii.Error, ValueError):
+            errs.invalid(f"data[{json_key}]", "<secret contents redacted>", "must be valid JSON")
 
 
 def _validate_namespace(obj: core_v1.Namespace, errs: ErrorList) -> None:

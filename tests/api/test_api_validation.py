@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -524,6 +525,28 @@ def test_secret_data_must_be_base64_and_typed_secrets_need_their_keys():
     assert _causes(secret) == [
         ("data[tls.crt]", 'Invalid value: "<secret contents redacted>": must be valid base64'),
         ("data[tls.key]", "Required value"),
+    ]
+
+
+def test_docker_config_secrets_must_hold_json():
+    def secret(kind, key, value, field="data"):
+        encoded = base64.b64encode(value.encode()).decode() if field == "data" else value
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pull", "namespace": "default"},
+            "type": kind,
+            field: {key: encoded},
+        }
+
+    good = '{"auths": {"reg.example:5000": {"auth": "dTpw"}}}'
+    assert _causes(secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", good)) == []
+    assert _causes(secret("kubernetes.io/dockercfg", ".dockercfg", "{}", "stringData")) == []
+    assert _causes(secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", "{nope")) == [
+        (
+            "data[.dockerconfigjson]",
+            'Invalid value: "<secret contents redacted>": must be valid JSON',
+        )
     ]
 
 
