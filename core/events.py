@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -70,7 +71,11 @@ class EventRecorder:
         self.component = component
         self.host = host
         self._seen: OrderedDict[tuple, tuple[str, str, int]] = OrderedDict()
-        self._lock = asyncio.Lock()
+        # one lock per distinct event, so that different events are written concurrently
+        # and repeats of one event count up in order
+        self._locks: weakref.WeakValueDictionary[tuple, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def event(
         self,
@@ -98,7 +103,10 @@ class EventRecorder:
             message,
         )
         try:
-            async with self._lock:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = asyncio.Lock()
+            async with lock:
                 return await self._record(key, ref, namespace, type, reason, message)
         except Exception as exc:
             log.warning("could not record event", reason=reason, error=str(exc))
