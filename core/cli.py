@@ -227,6 +227,12 @@ def cli(
     "runtime plugin is loaded.",
 )
 @click.option("--node-name", help="The node's name (default: the host name).")
+@click.option(
+    "--controllers/--no-controllers",
+    default=True,
+    show_default=True,
+    help="Run the controller manager (the loaded plugins' controllers, under leader election).",
+)
 @click.pass_obj
 def daemon_cmd(
     state: CliState,
@@ -236,6 +242,7 @@ def daemon_cmd(
     compaction_interval: float = 300.0,
     node_agent: bool | None = None,
     node_name: str | None = None,
+    controllers: bool = True,
 ) -> None:
     """Run the API server on the loaded store (HTTPS, admin kubeconfig in the data dir)
     and, by default, a node agent that runs the pods on the loaded runtime."""
@@ -249,7 +256,15 @@ def daemon_cmd(
     run(
         state.host,
         state.settings,
-        DaemonOptions(bind_address, port, kubeconfig, compaction_interval, node_agent, node_name),
+        DaemonOptions(
+            bind_address,
+            port,
+            kubeconfig,
+            compaction_interval,
+            node_agent,
+            node_name,
+            controllers=controllers,
+        ),
     )
 
 

@@ -42,6 +42,8 @@ class DaemonOptions:
     """Run a node agent (and the placeholder scheduler) in the daemon."""
     node_name: str | None = None
     """The node's name (default: the host name)."""
+    controllers: bool = True
+    """Run the controller manager (the loaded plugins' controllers, under leader election)."""
 
 
 async def compact_forever(store, interval: float) -> None:
@@ -89,6 +91,7 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
     runner: web.AppRunner | None = None
     node: Node | None = None
     defaults: asyncio.Future[None] | None = None
+    manager: ControllerManagerHandle | None = None
     try:
         objects = ObjectStore(store)
         advertised = _advertised_host(options.bind_address)
@@ -115,7 +118,17 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
             from kcore.client.inprocess import InProcessTransport
 
             in_process = ApiClient(InProcessTransport(objects, token_issuer=issuer))
-            node = await start_node(host, settings, options, kubeconfig, server, api=in_process)
+            node = await start_node(
+                host,
+                settings,
+                options,
+                kubeconfig,
+                server,
+                api=in_process,
+                scheduler=not (options.controllers and _has_scheduler(host, settings)),
+            )
+        if options.controllers:
+            manager = start_controller_manager(host, settings, objects, issuer)
         compactor = (
             asyncio.ensure_future(compact_forever(store, options.compaction_interval))
             if options.compaction_interval > 0
@@ -129,10 +142,15 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
         log.info("stopping")
         if compactor is not None:
             compactor.cancel()
+        if manager is not None:
+            await manager.close()
+            manager = None
         if node is not None:
             await node.close()
             node = None
     finally:
+        if manager is not None:
+            await manager.close()
         if node is not None:
             await node.close()
         if runner is not None:
@@ -142,6 +160,47 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await defaults
         await store.close()
+
+
+class ControllerManagerHandle:
+    """The daemon's controller manager and the in-process API client it runs on."""
+
+    def __init__(self, manager: Any, client: Any) -> None:
+        self.manager = manager
+        self.client = client
+
+    async def close(self) -> None:
+        """Stop every controller and release the leader Lease."""
+        try:
+            await self.manager.stop()
+        finally:
+            await self.client.close()
+
+
+def start_controller_manager(
+    host: PluginHost, settings: Settings, objects: ObjectStore, issuer: TokenIssuer | None
+) -> ControllerManagerHandle | None:
+    """Run the loaded plugins' controllers (``kcore_controllers``) in a
+    :class:`~kcore.controllers.ControllerManager` over an in-process API client, under
+    leader election on ``kube-system/kcore-controller-manager``; ``None`` when no plugin
+    contributes a controller."""
+    from kcore.client import ApiClient
+    from kcore.client.inprocess import InProcessTransport
+    from kcore.controllers import ControllerManager
+
+    controllers = host.controllers(settings)
+    if not controllers:
+        return None
+    client = ApiClient(InProcessTransport(objects, token_issuer=issuer))
+    extra = {
+        "scheduler_filters": host.scheduler_filters(settings),
+        "scheduler_scores": host.scheduler_scores(settings),
+    }
+    manager = ControllerManager(client, controllers, settings, extra=extra)
+    manager.start()
+    identity = manager.elector.identity if manager.elector is not None else None
+    log.info("controller manager started", identity=identity)
+    return ControllerManagerHandle(manager, client)
 
 
 class Node:
@@ -221,6 +280,12 @@ async def start_node(
         raise
     log.info("node agent running", node=name)
     return node
+
+
+def _has_scheduler(host: PluginHost, settings: Settings) -> bool:
+    """Whether a loaded plugin contributes the scheduler (a controller named
+    ``scheduler``); without one the daemon binds pods to its own node."""
+    return any(getattr(c, "name", None) == "scheduler" for c in host.controllers(settings))
 
 
 def _pod_cidr(network: Any) -> str | None:

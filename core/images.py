@@ -1,5 +1,5 @@
-"""The node's image store, shared by the runtimes: OCI images imported from files (no
-registry yet), unpacked per layer.
+"""The node's image store, shared by the runtimes: OCI images imported from files or
+pulled from registries (:mod:`kcore.registry`), unpacked per layer.
 
 Layout under ``root`` (``<data-dir>/images``)::
 
@@ -8,6 +8,8 @@ Layout under ``root`` (``<data-dir>/images``)::
     index.json                  the image records, replaced atomically
     lock                        flock: writers hold it exclusively, readers never take it
     tmp/                        work space of the writer holding the lock
+    downloads/sha256/           layer blobs of registry pulls under way (``<hex>.partial``
+                                while downloading, resumed by the next attempt)
 
 Every blob is checked against its descriptor (sha256 and size) and every layer's
 uncompressed stream against the config's ``rootfs.diff_ids`` before anything is moved into
@@ -24,6 +26,7 @@ import errno
 import fcntl
 import gzip
 import hashlib
+import io
 import json
 import os
 import platform
@@ -34,12 +37,14 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from kcore.errors import BadRequest, Invalid, NotFound, NotSupported
+import zstandard
+
+from kcore.errors import BadRequest, Invalid, NotFound, NotSupported, TemporaryError
 
 Progress = Callable[[str, int, int], None]
 
@@ -60,11 +65,12 @@ ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
 GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 UNSUPPORTED_MAGIC = {
-    b"\x28\xb5\x2f\xfd": "zstd",
     b"BZh": "bzip2",
     b"\xfd7zXZ\x00": "xz",
 }
+UNSUPPORTED_ARCHIVE_MAGIC = {ZSTD_MAGIC: "zstd", **UNSUPPORTED_MAGIC}
 
 OPAQUE_MARKER = ".wh..wh..opq"
 WHITEOUT_PREFIX = ".wh."
@@ -137,6 +143,12 @@ def _parse_reference(ref: str) -> tuple[str, str | None, str | None]:
     if len(repository) > 255:
         raise bad("the repository name is longer than 255 characters")
     return repository, tag, digest or None
+
+
+def parse_reference(ref: str) -> tuple[str, str | None, str | None]:
+    """``(repository, tag, digest)`` of an image reference: ``busybox:1.36`` ->
+    ``("docker.io/library/busybox", "1.36", None)``. Raises ``BadRequest``."""
+    return _parse_reference(ref)
 
 
 def normalize_reference(ref: str) -> str:
@@ -321,6 +333,37 @@ class _TarSource(_Source):
         return f
 
 
+class _BlobSource(_Source):
+    """Blobs that a registry pull fetched and verified: manifest and config in memory, layer
+    blobs as files, each under ``blobs/sha256/<hex>`` as in an OCI layout."""
+
+    def __init__(self, label: str, data: dict[str, bytes], files: dict[str, Path]) -> None:
+        self.label = label
+        self.data = {f"blobs/sha256/{k}": v for k, v in data.items()}
+        self.files = {f"blobs/sha256/{k}": Path(v) for k, v in files.items()}
+
+    def exists(self, name: str) -> bool:
+        return name in self.data or (name in self.files and self.files[name].is_file())
+
+    def size(self, name: str) -> int:
+        if name in self.data:
+            return len(self.data[name])
+        if name in self.files:
+            return self.files[name].stat().st_size
+        raise Invalid(f"{self.label}: {name} is missing")
+
+    def open(self, name: str) -> IO[bytes]:
+        if name in self.data:
+            return io.BytesIO(self.data[name])
+        try:
+            return self.files[name].open("rb")
+        except (KeyError, FileNotFoundError):
+            raise TemporaryError(
+                f"{self.label}: layer {name.rpartition('/')[2][:12]} was neither downloaded nor "
+                "present in the store (removed meanwhile?); pull again"
+            ) from None
+
+
 @contextlib.contextmanager
 def _open_source(source: Path, scratch: Path) -> Iterator[_Source]:
     """The source, whatever its form: directory, tar, or gzip-compressed tar."""
@@ -345,7 +388,7 @@ def _open_source(source: Path, scratch: Path) -> Iterator[_Source]:
             plain.seek(0)
             f = plain
         else:
-            for magic, kind in UNSUPPORTED_MAGIC.items():
+            for magic, kind in UNSUPPORTED_ARCHIVE_MAGIC.items():
                 if head.startswith(magic):
                     raise NotSupported(
                         f"{source}: {kind}-compressed archives are not supported (use tar or tar.gz)"
@@ -386,6 +429,11 @@ class _Plan:
     layers: list[_Layer]
     what: str
     parsed_config: dict[str, Any] = field(default_factory=dict)
+    # A registry pull says which repo digests name the image (the digest it resolved, maybe
+    # of an index), and which other manifests (that index) to keep with it.
+    repo_digests: list[str] | None = None
+    pulled: bool = False
+    extra_blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 def _loads(data: bytes, what: str) -> Any:
@@ -486,7 +534,9 @@ def _config_of(data: bytes, what: str) -> dict:
     return config
 
 
-def _manifest_plan(src: _Source, desc: dict, names: list[str], what: str) -> _Plan:
+def _manifest_plan(
+    src: _Source, desc: dict, names: list[str], what: str, *, require_layers: bool = True
+) -> _Plan:
     data, manifest_hex = _read_blob(src, desc, f"manifest of {what}")
     manifest = _loads(data, f"{src.label}: manifest sha256:{manifest_hex}")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list):
@@ -504,11 +554,6 @@ def _manifest_plan(src: _Source, desc: dict, names: list[str], what: str) -> _Pl
         lwhat = f"layer {number} of {what}"
         hexdigest = _digest_hex(ldesc, lwhat)
         media_type = str(ldesc.get("mediaType", ""))
-        if "zstd" in media_type:
-            raise NotSupported(
-                f"{src.label}: layer sha256:{hexdigest} is zstd-compressed ({media_type}); "
-                "only tar and tar+gzip layers are supported"
-            )
         layer = _Layer(
             path=f"blobs/sha256/{hexdigest}",
             label=hexdigest[:12],
@@ -517,7 +562,7 @@ def _manifest_plan(src: _Source, desc: dict, names: list[str], what: str) -> _Pl
             size=_descriptor_size(ldesc, lwhat),
             media_type=media_type,
         )
-        if not src.exists(layer.path):
+        if require_layers and not src.exists(layer.path):
             raise Invalid(f"{src.label}: {lwhat}: blob sha256:{hexdigest} is missing")
         layers.append(layer)
     return _Plan(
@@ -862,6 +907,11 @@ class ImageStore:
     def _layer_dir(self, diff_id: str) -> Path:
         return self.root / "layers" / "sha256" / diff_id.partition(":")[2]
 
+    @property
+    def download_dir(self) -> Path:
+        """Where registry pulls keep layer blobs while they download (never an image)."""
+        return self.root / "downloads" / "sha256"
+
     # ----------------------------------------------------------------- index and lock
 
     @contextlib.contextmanager
@@ -976,6 +1026,35 @@ class ImageStore:
         record = self._find(self._read_index(), ref)
         return _public(record) if record is not None else None
 
+    def local_image(self, ref: str) -> dict | None:
+        """The image ``ref`` names when this node gave it that name (an import, a tag, or
+        an image id), not a registry pull: such a name has no registry to resolve it again."""
+        index = self._read_index()
+        record = self._find(index, ref)
+        if record is None:
+            return None
+        with contextlib.suppress(BadRequest):
+            repository, tag, digest = _parse_reference(ref)
+            name = f"{repository}@{digest}" if digest else f"{repository}:{tag or 'latest'}"
+            if name in record.get("_pulled", ()):
+                return None
+        return _public(record)
+
+    def has_layer(self, diff_id: str) -> bool:
+        """Whether the layer with this uncompressed digest (``sha256:<hex>``) is in place."""
+        return self._layer_present(diff_id.partition(":")[2], self._read_index()["layers"])
+
+    def read_blob(self, digest: str) -> bytes | None:
+        """A manifest or config the store keeps (``sha256:<hex>``), verified; else None."""
+        hexdigest = digest.partition(":")[2]
+        if not digest.startswith("sha256:") or not _HEX64_RE.fullmatch(hexdigest):
+            return None
+        try:
+            data = (self.root / "blobs" / "sha256" / hexdigest).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == hexdigest else None
+
     def layer_dirs(self, image_id: str) -> list[Path]:
         """The image's unpacked layers, lowest first (overlayfs wants them reversed)."""
         record = self._find(self._read_index(), image_id)
@@ -1031,6 +1110,59 @@ class ImageStore:
                 staged = self._stage_layers(src, plans, index["layers"], report)
             return self._commit(index, plans, staged, extra)
 
+    def import_blobs(
+        self,
+        manifest: bytes,
+        config: bytes,
+        layers: Mapping[str, Path],
+        *,
+        tags: Sequence[str] = (),
+        digests: Sequence[str] = (),
+        index: bytes | None = None,
+        source: str = "registry",
+        progress: Progress | None = None,
+    ) -> dict:
+        """Add an image that a registry pull fetched: its ``manifest`` and ``config`` as
+        fetched, and ``layers``, the files of the layer blobs the store lacks, by blob digest
+        (``sha256:<hex>``). Everything is verified as ``import_path`` does (digests, sizes,
+        diff_ids), then the image is recorded with ``tags`` and ``digests``
+        (``<repository>@sha256:<hex>``, the digest the pull resolved, maybe that of
+        ``index``, which is kept too). Those names count as pulled (see
+        :meth:`local_image`). Nothing is kept unless everything verifies.
+        """
+        names = list(dict.fromkeys(_normalize_tag(t) for t in tags))
+        repo_digests = []
+        for d in digests:
+            repository, tag, digest = _parse_reference(d)
+            if not digest or tag:
+                raise BadRequest(f"invalid repo digest {d!r}: want <repository>@sha256:<hex>")
+            repo_digests.append(f"{repository}@{digest}")
+        manifest_hex = hashlib.sha256(manifest).hexdigest()
+        parsed = _loads(manifest, f"{source}: manifest sha256:{manifest_hex}")
+        media_type = parsed.get("mediaType") if isinstance(parsed, dict) else None
+        desc = {
+            "mediaType": media_type or "application/vnd.oci.image.manifest.v1+json",
+            "digest": f"sha256:{manifest_hex}",
+            "size": len(manifest),
+        }
+        blobs = {manifest_hex: manifest, hashlib.sha256(config).hexdigest(): config}
+        files = {}
+        for digest, path in layers.items():
+            hexdigest = _digest_hex({"digest": digest}, f"{source}: layer")
+            files[hexdigest] = Path(path)
+        src = _BlobSource(source, blobs, files)
+        what = names[0] if names else (repo_digests[0] if repo_digests else source)
+        report = progress or (lambda label, done, total: None)
+        with self._locked():
+            plan = _manifest_plan(src, desc, names, what, require_layers=False)
+            plan.repo_digests = repo_digests
+            plan.pulled = True
+            if index is not None:
+                plan.extra_blobs[hashlib.sha256(index).hexdigest()] = index
+            image_index = self._read_index(for_update=True)
+            staged = self._stage_layers(src, [plan], image_index["layers"], report)
+            return self._commit(image_index, [plan], staged, [])[0]
+
     def _layer_present(self, diff_id: str, known: dict) -> bool:
         key = f"sha256:{diff_id}"
         return key in known and (not self.unpack or self._layer_dir(key).is_dir())
@@ -1063,18 +1195,22 @@ class ImageStore:
                 if head.startswith(magic):
                     raise NotSupported(
                         f"layer {layer.label}: {kind}-compressed layers are not supported "
-                        "(only tar and tar+gzip)"
+                        "(only tar, tar+gzip and tar+zstd)"
                     )
             stream: Any = _Prefixed(head, blob)
             if head.startswith(GZIP_MAGIC):
                 stream = gzip.GzipFile(fileobj=stream, mode="rb")
+            elif head.startswith(ZSTD_MAGIC):
+                stream = zstandard.ZstdDecompressor().stream_reader(
+                    stream, read_across_frames=True, closefd=False
+                )
             diff = _HashingReader(stream)
             try:
                 if self.unpack and head:  # an empty blob is an empty layer
                     self._extract(diff, top, layer.label)
                 diff.drain()
                 blob.drain()
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            except (tarfile.TarError, OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
                 if isinstance(exc, OSError) and exc.errno is not None:
                     raise  # a real I/O error of ours, not a broken stream
                 blob.drain()
@@ -1106,7 +1242,7 @@ class ImageStore:
     def _extract(stream: Any, top: Path, label: str) -> None:
         writer = _LayerWriter(top, label)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tf:
+            with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tf:
                 for member in tf:
                     writer.add(tf, member)
             writer.finish()
@@ -1137,6 +1273,8 @@ class ImageStore:
             self._write_blob(plan.config_digest, plan.config)
             if plan.manifest is not None and plan.manifest_digest is not None:
                 self._write_blob(plan.manifest_digest, plan.manifest)
+            for hexdigest, data in plan.extra_blobs.items():
+                self._write_blob(hexdigest, data)
             records.append(self._merge(index, plan, extra))
         if index != before:
             self._write_index(index)
@@ -1168,12 +1306,22 @@ class ImageStore:
             if other is not record:
                 other["repo_tags"] = [t for t in other["repo_tags"] if t not in names]
         record["repo_tags"] = list(dict.fromkeys([*record["repo_tags"], *names]))
+        repo_digests: list[str] = []
         if plan.manifest_digest:
-            digest = f"sha256:{plan.manifest_digest}"
-            if digest not in record["_manifests"]:
-                record["_manifests"].append(digest)
-            repo_digests = [f"{_repository(n)}@{digest}" for n in names]
+            manifests = [plan.manifest_digest, *plan.extra_blobs]
+            for digest in (f"sha256:{m}" for m in manifests):
+                if digest not in record["_manifests"]:
+                    record["_manifests"].append(digest)
+            repo_digests = plan.repo_digests
+            if repo_digests is None:
+                repo_digests = [f"{_repository(n)}@sha256:{plan.manifest_digest}" for n in names]
             record["repo_digests"] = list(dict.fromkeys([*record["repo_digests"], *repo_digests]))
+        given = {*names, *repo_digests}
+        for other in index["images"]:
+            if "_pulled" in other:
+                other["_pulled"] = [n for n in other["_pulled"] if n not in given]
+        if plan.pulled:
+            record["_pulled"] = list(dict.fromkeys([*record.get("_pulled", []), *given]))
         return record
 
     def remove(self, ref: str) -> bool:
@@ -1220,6 +1368,8 @@ class ImageStore:
                 raise NotFound(f"image {ref} not found")
             for other in index["images"]:
                 other["repo_tags"] = [t for t in other["repo_tags"] if t != tag]
+                if "_pulled" in other:
+                    other["_pulled"] = [n for n in other["_pulled"] if n != tag]
             record["repo_tags"].append(tag)
             self._write_index(index)
             return _public(record)
@@ -1229,4 +1379,4 @@ class ImageStore:
         return [_public(r) for r in self._read_index()["images"]]
 
 
-__all__ = ["ImageStore", "normalize_reference"]
+__all__ = ["ImageStore", "normalize_reference", "parse_reference"]

@@ -417,13 +417,18 @@ class VolumeSource(Protocol):
 @dataclass
 class ControllerContext:
     """What a running controller gets: the API client, the settings and the node name
-    (``None`` off-node). ``clock`` returns seconds and is replaced in tests."""
+    (``None`` off-node). ``clock`` returns seconds and is replaced in tests.
+
+    ``informers`` is the controller manager's :class:`kcore.controllers.SharedInformers`:
+    one list+watch per kind shared by every controller, with indexed caches (read objects
+    there rather than listing them from the API). ``None`` outside a controller manager."""
 
     api: Any
     settings: Any
     node_name: str | None = None
     clock: Callable[[], float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    informers: Any = None
 
 
 @runtime_checkable

@@ -23,7 +23,14 @@ from kcore.hookspecs import SLOT_HOOKS
 
 ENTRY_POINT_GROUP = "kcore.plugins"
 #: What runs when ``--plugins`` is not given: the embedded defaults.
-DEFAULT_PLUGINS: tuple[str, ...] = ("store_sqlite", "runtime_linux", "net_bridge", "volumes")
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "store_sqlite",
+    "runtime_linux",
+    "net_bridge",
+    "volumes",
+    "controllers",
+    "scheduler",
+)
 
 
 @dataclass(frozen=True)

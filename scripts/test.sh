@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 
-debs=(etcd-server busybox-static iproute2 iputils-ping openssl nftables)
+debs=(etcd-server busybox-static iproute2 iputils-ping openssl nftables docker-registry skopeo
+    apache2-utils)
 # kubectl is on these machines; elsewhere Debian's kubernetes-client provides it.
 command -v kubectl >/dev/null 2>&1 || debs+=(kubernetes-client)
 command -v "$py" >/dev/null 2>&1 || debs+=(python3)

@@ -39,13 +39,22 @@ def test_plugins_json_lists_the_embedded_defaults_in_their_slots():
     proc = kcore("plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     entries = {entry["name"]: entry for entry in json.loads(proc.stdout)}
-    assert list(entries) == ["store_sqlite", "runtime_linux", "net_bridge", "volumes"]
+    assert list(entries) == [
+        "store_sqlite",
+        "runtime_linux",
+        "net_bridge",
+        "volumes",
+        "controllers",
+        "scheduler",
+    ]
     assert entries["store_sqlite"]["slots"] == ["store"]
     assert "kcore_store" in entries["store_sqlite"]["hooks"]
     assert entries["runtime_linux"]["slots"] == ["runtime"]
     assert entries["net_bridge"]["slots"] == ["network"]
     assert entries["volumes"]["slots"] == []
     assert "kcore_volume_sources" in entries["volumes"]["hooks"]
+    assert "kcore_controllers" in entries["controllers"]["hooks"]
+    assert "kcore_scheduler_filters" in entries["scheduler"]["hooks"]
     assert entries["store_sqlite"]["version"]
 
 

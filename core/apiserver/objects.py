@@ -591,7 +591,7 @@ class ObjectStore:
             name,
             change,
             expected=None,
-            subresource=None,
+            subresource="binding",
             strict=False,
             dry_run=False,
             check_update=False,
@@ -604,6 +604,8 @@ class ObjectStore:
         """Keep what the caller may not change: identity and system metadata always; the
         status on a main-resource write and everything but the status on a status write."""
         has_status = info.subresource("status") is not None
+        if subresource == "binding":  # the binding sets the node and the scheduled condition
+            return new
         if subresource == "status":
             merged = copy.deepcopy(old)
             merged["status"] = new.get("status")

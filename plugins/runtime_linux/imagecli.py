@@ -1,22 +1,27 @@
-"""``kcore image import|ls|rm``: the node's image store from the command line.
+"""``kcore image pull|import|ls|rm``: the node's image store from the command line.
 
 The commands work on ``<data-dir>/images`` directly, under the store's lock, so they are
-safe while a daemon uses the same store.
+safe while a daemon uses the same store. ``pull`` reaches registries as the daemon does
+(the ``--registry-*`` options).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
-from kcore.errors import KcoreError, NotFound
+from kcore.errors import BadRequest, KcoreError, NotFound
 from kcore.images import ImageStore
+from kcore.registry import PullProgress, pull
 from kcore.settings import Settings
 
 
@@ -97,9 +102,121 @@ class _ProgressDisplay:
         self.out.flush()
 
 
+_STATUS_WORDS = {
+    "waiting": "Waiting",
+    "downloading": "Downloading",
+    "downloaded": "Download complete",
+    "exists": "Already exists",
+    "unpacking": "Unpacking",
+    "done": "Pull complete",
+}
+
+
+class PullDisplay:
+    """``kcore image pull``'s progress: one line per layer and a total line, redrawn in
+    place on a terminal; on anything else, one plain line per layer step."""
+
+    REDRAW_EVERY = 0.1
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.layers: dict[str, PullProgress] = {}
+        self.printed: set[tuple[str, str]] = set()
+        self.drawn_lines = 0
+        self.last_draw = 0.0
+        self.started = time.monotonic()
+        self.lock = threading.Lock()  # the store reports from a worker thread
+
+    def line(self, event: PullProgress) -> str:
+        words = _STATUS_WORDS.get(event.status, event.status)
+        if event.status in ("downloading", "unpacking"):
+            return f"{event.layer}: {words} {human_size(event.done)}/{human_size(event.total)}"
+        return f"{event.layer}: {words}"
+
+    def total_line(self) -> str:
+        fetching = [e for e in self.layers.values() if e.status != "exists"]
+        total = sum(e.total for e in fetching)
+        done = sum(
+            e.total if e.status in ("downloaded", "unpacking", "done") else e.done for e in fetching
+        )
+        return f"total: {human_size(done)}/{human_size(total)}"
+
+    def __call__(self, event: PullProgress) -> None:
+        with self.lock:
+            before = self.layers.get(event.layer)
+            self.layers[event.layer] = event
+            if self.tty:
+                changed = before is None or before.status != event.status
+                now = time.monotonic()
+                if changed or now - self.last_draw >= self.REDRAW_EVERY:
+                    self._redraw()
+                    self.last_draw = now
+            elif (event.layer, event.status) not in self.printed:
+                self.printed.add((event.layer, event.status))
+                self.out.write(self.line(event) + "\n")
+                self.out.flush()
+
+    def _redraw(self) -> None:
+        lines = [self.line(e) for e in self.layers.values()] + [self.total_line()]
+        up = f"\x1b[{self.drawn_lines}F" if self.drawn_lines else ""
+        self.out.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+        self.out.flush()
+        self.drawn_lines = len(lines)
+
+    def finish(self) -> None:
+        with self.lock:
+            if self.tty:
+                self._redraw()
+            else:
+                self.out.write(self.total_line() + "\n")
+            took = time.monotonic() - self.started
+            self.out.write(f"pulled in {took:.2f}s\n")
+            self.out.flush()
+
+
 @click.group("image")
 def image_group() -> None:
-    """Images on this node: import OCI layouts and archives, list, remove."""
+    """Images on this node: pull from registries, import OCI layouts and archives, list,
+    remove."""
+
+
+@image_group.command("pull")
+@click.argument("ref")
+@click.option("--username", "-u", help="Registry user name.")
+@click.option("--password", "-p", help="Registry password (prompted for when missing).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.pass_context
+@_one_line_errors
+def pull_cmd(
+    ctx: click.Context,
+    ref: str,
+    username: str | None,
+    password: str | None,
+    password_stdin: bool,
+) -> None:
+    """Pull REF (busybox, registry:5000/app:1, app@sha256:...) from its registry.
+
+    Progress goes to stdout, one line per layer; the last line is the image id. The
+    --registry-* options (insecure hosts, CA files, credentials file) go before `image`."""
+    from kcore.plugins.runtime_linux import registry_config
+
+    if (password or password_stdin) and not username:
+        raise BadRequest("--password and --password-stdin need --username")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif username and password is None:
+        password = click.prompt("Password", hide_input=True, err=True)
+    auth = {"username": username, "password": password or ""} if username else None
+    settings = _settings(ctx)
+    display = PullDisplay(sys.stdout)
+    result = asyncio.run(
+        pull(_store(ctx), ref, auth=auth, config=registry_config(settings), progress=display)
+    )
+    display.finish()
+    click.echo(f"Digest: {result.digest}")
+    click.echo(f"Pulled {result.reference}")
+    click.echo(result.image["id"])
 
 
 @image_group.command("import")

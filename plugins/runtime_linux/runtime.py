@@ -45,7 +45,7 @@ from kcore.errors import (
     PermanentError,
     TemporaryError,
 )
-from kcore.images import ImageStore
+from kcore.images import ImageStore, normalize_reference
 from kcore.interfaces import (
     CONTAINER_CREATED,
     CONTAINER_CREATED_EVENT,
@@ -61,6 +61,8 @@ from kcore.interfaces import (
 )
 from kcore.plugins.runtime_linux import _sys, monitor
 from kcore.plugins.runtime_linux.cgroups import Cgroup, CgroupDriver
+from kcore.registry import RegistryConfig
+from kcore.registry import pull as registry_pull
 
 EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
 MONITOR_SCRIPT = Path(monitor.__file__).resolve()
@@ -1428,21 +1430,50 @@ def check_host() -> None:
 
 
 class LinuxImageService:
-    """CRI's image service over the node's :class:`ImageStore`. Registry pulls are not
-    here yet: ``pull_image`` finds images that ``kcore image import`` put on the node."""
+    """CRI's image service over the node's :class:`ImageStore`, pulling from registries
+    with :mod:`kcore.registry` as ``registry`` configures."""
 
-    def __init__(self, store: ImageStore, runtime: LinuxRuntime | None = None):
+    def __init__(
+        self,
+        store: ImageStore,
+        runtime: LinuxRuntime | None = None,
+        *,
+        registry: RegistryConfig | None = None,
+    ):
         self.store = store
         self.runtime = runtime
+        self.registry = registry or RegistryConfig()
+        self._pulls: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     async def pull_image(self, image: str, auth: Mapping[str, str] | None = None) -> str:
-        record = self.store.status(image)
-        if record is None:
-            raise NotFound(
-                f'image "{image}" is not present on this node and pulling from registries '
-                "is not supported yet: import it with `kcore image import`"
-            )
-        return record["id"]
+        """As CRI's ``PullImage``: ask the image's registry every time (a tag may have
+        moved; the node agent decides by ``imagePullPolicy`` whether to call this) and fetch
+        what the store lacks. A name that this node gave (``kcore image import``, a tag, an
+        image id) has no registry behind it and stands as it is.
+
+        Concurrent pulls of one reference with the same credentials share one download.
+        """
+        local = self.store.local_image(image)
+        if local is not None:
+            return local["id"]
+        normalized = normalize_reference(image)
+        key = (normalized, json.dumps(sorted((auth or {}).items())))
+        running = self._pulls.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._pull(image, auth))
+            self._pulls[key] = running
+
+            def forget(done: asyncio.Future[str]) -> None:
+                self._pulls.pop(key, None)
+                if not done.cancelled():
+                    done.exception()  # retrieved here too: every waiter may have gone
+
+            running.add_done_callback(forget)
+        return await asyncio.shield(running)
+
+    async def _pull(self, image: str, auth: Mapping[str, str] | None) -> str:
+        result = await registry_pull(self.store, image, auth=auth, config=self.registry)
+        return result.image["id"]
 
     async def import_image(
         self, path: Path, tags: Sequence[str] = ()

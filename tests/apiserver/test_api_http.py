@@ -411,7 +411,7 @@ async def test_pod_deletion_waits_for_the_node_only_with_a_grace_period(api):
     ):
         status, _ = await api.request("POST", base, pod(name, **spec))
         assert status == 201
-        status, answer = await api.request("DELETE", f"{base}/{name}")
+        status, _ = await api.request("DELETE", f"{base}/{name}")
         assert status == 200
         status, after = await api.request("GET", f"{base}/{name}")
         if waits is None:

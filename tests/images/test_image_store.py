@@ -352,10 +352,24 @@ def test_missing_blobs_are_named(store, tmp_path, what):
     assert store.list() == []
 
 
-def test_other_digest_algorithms_and_zstd_are_refused(store, tmp_path):
-    layout = build_layout_from_layers(tmp_path / "l", [b"\x28\xb5\x2f\xfd" + b"\0" * 100])
-    with pytest.raises(NotSupported, match="zstd"):
-        store.import_path(layout)
+def test_zstd_layers_import_and_broken_zstd_is_invalid(store, tmp_path):
+    import zstandard
+
+    raw = tar_layer([(entry("hello.txt"), b"hello zstd\n")])
+    packed = zstandard.ZstdCompressor().compress(raw)
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    layout = build_layout_from_layers(tmp_path / "z", [packed], diff_ids=[diff_id])
+    (record,) = store.import_path(layout)
+    (layer,) = store.layer_dirs(record["id"])
+    assert (layer / "hello.txt").read_bytes() == b"hello zstd\n"
+    broken = build_layout_from_layers(tmp_path / "b", [b"\x28\xb5\x2f\xfd" + b"\0" * 100])
+    with pytest.raises(Invalid, match="not a valid tar stream"):
+        store.import_path(broken)
+    assert [r["id"] for r in store.list()] == [record["id"]]
+
+
+def test_other_digest_algorithms_are_refused(store, tmp_path):
+    layout = build_layout_from_layers(tmp_path / "l", [tar_layer([(entry("f"), b"x")])])
     index = json.loads((layout / "index.json").read_text())
     index["manifests"][0]["digest"] = "sha512:" + "0" * 128
     (layout / "index.json").write_text(json.dumps(index))
