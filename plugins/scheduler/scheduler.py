@@ -285,8 +285,7 @@ class Scheduler:
                         info.key, f"Binding rejected: {exc}", "SchedulerError"
                     )
                 return
-            self.metrics.scheduled += 1
-            await self._mark_scheduled(info.key)
+            self.metrics.scheduled += 1  # the binding itself sets PodScheduled=True
             assert self._events is not None
             await self._events.event(
                 info.pod,
@@ -298,39 +297,6 @@ class Scheduler:
         finally:
             assert self._slots is not None
             self._slots.release()
-
-    async def _mark_scheduled(self, key: str) -> None:
-        """``PodScheduled=True`` over an earlier ``False``. The binding is meant to set it,
-        but kcore's ``pods/binding`` keeps the old status, so a pod that was once
-        unschedulable would keep saying so."""
-        pod = self._pods.objects.get(key) if self._pods is not None else None
-        conditions = ((pod or {}).get("status") or {}).get("conditions") or ()
-        old = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
-        if old is None or old.get("status") == "True":
-            return
-        condition = {
-            "type": "PodScheduled",
-            "status": "True",
-            "reason": None,
-            "message": None,
-            "lastProbeTime": None,
-            "lastTransitionTime": now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        meta = (pod or {}).get("metadata") or {}
-        try:
-            await self._api.patch(
-                "v1",
-                "Pod",
-                meta.get("name"),
-                {"status": {"conditions": [condition]}},
-                "strategic",
-                namespace=meta.get("namespace"),
-                subresource="status",
-            )
-        except NotFound:
-            pass
-        except Exception as exc:
-            log.warning("could not set the PodScheduled condition", pod=key, error=str(exc))
 
     async def _report_failure(self, key: str, message: str, reason: str) -> None:
         """The Warning ``FailedScheduling`` event and the ``PodScheduled=False`` condition
