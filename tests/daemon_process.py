@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostnames import unmount_below
+
 START_TIMEOUT = 30.0
 
 
@@ -52,10 +54,14 @@ def start_daemon(
     data_dir: Path, *extra: str, daemon_args: tuple[str, ...] = (), node_agent: bool = False
 ) -> Daemon:
     """``kcore --data-dir D EXTRA daemon --port 0 DAEMON_ARGS``; returns once it serves.
-    Without ``node_agent`` it runs ``--no-node-agent`` (the API alone). Its log goes to
+    Without ``node_agent`` it runs ``--no-node-agent`` and, unless ``DAEMON_ARGS`` say
+    ``--controllers``, ``--no-controllers`` (the API alone). Its log goes to
     ``D/daemon.log``."""
     if not node_agent:
         daemon_args = ("--no-node-agent", *daemon_args)
+        if "--controllers" not in daemon_args:
+            # the API alone: no scheduler writing FailedScheduling for node-less pods
+            daemon_args = ("--no-controllers", *daemon_args)
     with open(data_dir / "daemon.log", "w") as log:
         proc = subprocess.Popen(
             [
@@ -106,3 +112,5 @@ def stop_daemon(daemon: Daemon) -> int:
     finally:
         if daemon.proc.stdout is not None:
             daemon.proc.stdout.close()
+        # pods outlive the daemon (by design); what their volumes mounted goes with the test
+        unmount_below(daemon.data_dir)

@@ -83,7 +83,8 @@ async def events(api, reason: str) -> list[str]:
 
 
 def test_the_plugin_contributes_the_replicaset_controller():
-    (rsc,) = kcore_controllers(Settings())
+    by_name = {c.name: c for c in kcore_controllers(Settings())}
+    rsc = by_name["replicaset-controller"]
     assert isinstance(rsc, ReplicaSetController)
     assert isinstance(rsc, Controller)  # a Reconciler also runs as a plain Controller
     assert rsc.name == "replicaset-controller"
