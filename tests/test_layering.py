@@ -33,6 +33,7 @@ def test_plugins_import_only_kcore_public_modules_or_their_own():
     public = {
         "kcore",
         "kcore.api",
+        "kcore.client",
         "kcore.controllers",
         "kcore.registry",
         "kcore.store",

@@ -1211,24 +1211,71 @@ def cron_schedule_error(schedule: str) -> str | None:
     fields = text.split()
     if len(fields) != 5:
         return f"expected exactly 5 fields, found {len(fields)}: {text}"
-    for value, (what, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+    for value, (_what, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
         for part in value.split(","):
-            base, _, step = part.partition("/")
-            if step and not step.isdigit():
-                return f"failed to parse int from {step}"
-            if base in ("*", "?"):
-                continue
-            bounds = base.split("-")
-            if len(bounds) > 2:
-                return f"too many hyphens: {base}"
-            for bound in bounds:
-                upper = bound.upper()
-                if upper in names:
-                    continue
-                if not bound.isdigit():
-                    return f"failed to parse int from {bound}"
-                if not low <= int(bound) <= high:
-                    return f"{what} value {bound} out of range [{low}, {high}]"
+            problem = _cron_range_error(part, low, high, names)
+            if problem:
+                return problem
+    return None
+
+
+def _cron_range_error(part: str, low: int, high: int, names: tuple[str, ...]) -> str | None:
+    """robfig/cron's ``getRange`` checks (and messages) for one comma-separated part."""
+    range_part, *steps = part.split("/")
+    if len(steps) > 1:
+        return f"too many slashes: {part}"
+    bounds = range_part.split("-")
+    if bounds[0] in ("*", "?"):
+        start, end = low, high
+    else:
+        if len(bounds) > 2:
+            return f"too many hyphens: {part}"
+        numbers = []
+        for bound in bounds:
+            upper = bound.upper()
+            if upper in names:
+                numbers.append(names.index(upper) + (1 if low == 1 else 0))
+            elif bound.isdigit():
+                numbers.append(int(bound))
+            else:
+                return f"failed to parse int from {bound}"
+        start, end = numbers[0], numbers[-1]
+        if steps and len(bounds) == 1:
+            end = high  # "N/step" means "N-max/step"
+    step = 1
+    if steps:
+        if not steps[0].isdigit():
+            return f"failed to parse int from {steps[0]}"
+        step = int(steps[0])
+    if start < low:
+        return f"beginning of range ({start}) below minimum ({low}): {part}"
+    if end > high:
+        return f"end of range ({end}) above maximum ({high}): {part}"
+    if start > end:
+        return f"beginning of range ({start}) beyond end of range ({end}): {part}"
+    if step == 0:
+        return f"step of range should be a positive number: {part}"
+    return None
+
+
+_TIME_ZONE_PART = re.compile(r"^[A-Za-z\.\-_0-9+]{1,14}\Z")
+
+
+def time_zone_error(name: str) -> str | None:
+    """Why ``name`` is not a ``spec.timeZone`` Kubernetes accepts, or ``None``."""
+    if not name:
+        return "timeZone must be nil or non-empty string"
+    for part in name.split("/"):
+        if part in (".", "..") or part.startswith("-") or not _TIME_ZONE_PART.match(part):
+            return f"unknown time zone {name}"
+    if name.lower() == "local":
+        return (
+            "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"
+        )
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return f"unknown time zone {name}"
     return None
 
 
@@ -1241,10 +1288,9 @@ def _validate_cron_job(obj: batch_v1.CronJob, errs: ErrorList) -> None:
         if problem:
             errs.invalid("spec.schedule", spec.schedule, problem)
     if spec.time_zone is not None:
-        try:
-            ZoneInfo(spec.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            errs.invalid("spec.timeZone", spec.time_zone, f"unknown time zone {spec.time_zone}")
+        problem = time_zone_error(spec.time_zone)
+        if problem:
+            errs.invalid("spec.timeZone", spec.time_zone, problem)
     errs.one_of("spec.concurrencyPolicy", spec.concurrency_policy, ("Allow", "Forbid", "Replace"))
     errs.non_negative("spec.startingDeadlineSeconds", spec.starting_deadline_seconds)
     errs.non_negative("spec.successfulJobsHistoryLimit", spec.successful_jobs_history_limit)
@@ -1680,6 +1726,7 @@ __all__ = [
     "is_valid_label_value",
     "is_valid_port_name",
     "is_valid_port_num",
+    "time_zone_error",
     "update_errors",
     "validate",
     "validate_label_selector",

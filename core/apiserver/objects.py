@@ -49,6 +49,17 @@ _json_encode = msgspec.json.Encoder().encode
 GENERATE_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 # Kinds whose delete answers the object itself instead of a Status (ReturnDeletedObject).
 RETURNS_DELETED_OBJECT = {"Pod", "Service", "ServiceAccount"}
+# The finalizers of garbage collection (metav1.FinalizerOrphanDependents / DeleteDependents)
+# and of namespace deletion (spec.finalizers, removed through namespaces/<name>/finalize).
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
+NAMESPACE_FINALIZER = "kubernetes"
+NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
+IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+"""Namespaces that may not be deleted (the NamespaceLifecycle admission plugin's)."""
+# Kinds whose DELETE without a propagation policy orphans dependents: batch/v1 Job (and v1
+# ReplicationController) keep their legacy default; kubectl always sends Background.
+ORPHAN_BY_DEFAULT = {("batch/v1", "Job"), ("v1", "ReplicationController")}
 PATCH_TYPES = {
     "application/json-patch+json": "json",
     "application/merge-patch+json": "merge",
@@ -76,6 +87,30 @@ def conflict(info: ResourceInfo, name: str, why: str | None = None) -> Conflict:
     )
     err = Conflict(f'Operation cannot be fulfilled on {label} "{name}": {why}')
     return with_details(err, info, name)  # type: ignore[return-value]
+
+
+def forbidden(info: ResourceInfo, name: str, why: str) -> Forbidden:
+    label = f"{info.plural}.{info.group}" if info.group else info.plural
+    message = f'{label} "{name}" is forbidden: {why}' if name else f"{label} is forbidden: {why}"
+    return with_details(Forbidden(message), info, name)  # type: ignore[return-value]
+
+
+def namespace_terminating(info: ResourceInfo, namespace: str, name: str) -> Forbidden:
+    """The 403 of a create in a namespace being deleted, with the ``NamespaceTerminating``
+    cause clients look for."""
+    err = forbidden(
+        info,
+        name,
+        f"unable to create new content in namespace {namespace} because it is being terminated",
+    )
+    err.causes = [  # type: ignore[attr-defined]
+        FieldError(
+            "metadata.namespace",
+            f"namespace {namespace} is being terminated",
+            NAMESPACE_TERMINATING_CAUSE,
+        )
+    ]
+    return err
 
 
 @dataclass(frozen=True)
@@ -236,7 +271,11 @@ class ObjectStore:
             )
         meta["namespace"] = namespace
 
-    async def _require_namespace(self, info: ResourceInfo, namespace: str | None) -> None:
+    async def _require_namespace(
+        self, info: ResourceInfo, namespace: str | None, name: str = ""
+    ) -> None:
+        """The namespace must exist and not be terminating (the NamespaceLifecycle
+        admission plugin's rules for a create)."""
         if not info.namespaced:
             return
         from kcore.api.registry import by_resource
@@ -248,15 +287,10 @@ class ObjectStore:
         except NotFound:
             raise not_found(ns_info, namespace or "") from None
         ns = self._decode(kv)
-        if (ns.get("metadata") or {}).get("deletionTimestamp"):
-            raise with_details(
-                Forbidden(
-                    f'{info.plural} "{namespace}" is forbidden: unable to create new content '
-                    f"in namespace {namespace} because it is being terminated"
-                ),
-                info,
-                namespace,
-            )
+        if (ns.get("metadata") or {}).get("deletionTimestamp") or (ns.get("status") or {}).get(
+            "phase"
+        ) == "Terminating":
+            raise namespace_terminating(info, namespace or "", name)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -283,6 +317,9 @@ class ObjectStore:
             # kubectl delete and describe narrow by name: read one key, not the whole prefix.
             items: list[dict[str, Any]] = []
             if not info.namespaced or namespace is not None:
+                # The revision before the read: a change between the two then reaches a
+                # watch from it (kubectl delete waits so) instead of falling in the gap.
+                current = await self.store.current_revision()
                 try:
                     kv = await self.store.get(self.key(info, namespace, name))
                     obj = self._decode(kv)
@@ -290,7 +327,7 @@ class ObjectStore:
                         items.append(obj)
                 except NotFound:
                     pass
-                return items, await self.store.current_revision(), None
+                return items, current, None
         items = []
         limit = options.limit if options.limit and 0 < options.limit < 2**31 else None
         try:
@@ -350,6 +387,8 @@ class ObjectStore:
         if info.kind == "Pod":
             status = body.setdefault("status", {}) or {}
             body["status"] = {"phase": "Pending", "qosClass": status.get("qosClass")}
+        if _is_namespace(info):
+            _prepare_namespace_create(body)
         obj = self._normalize(info, body, strict=strict)
         if info.kind == "Pod":
             pod = api.decode(obj, into=info.type)
@@ -360,8 +399,8 @@ class ObjectStore:
             job = api.decode(obj, into=info.type)
             api.generate_job_selector(job)
             obj = api.to_dict(job)
-        await self._require_namespace(info, namespace)
         name = obj["metadata"]["name"]
+        await self._require_namespace(info, namespace, name)
         key = self.key(info, namespace, name)
         if dry_run:
             try:
@@ -407,7 +446,10 @@ class ObjectStore:
         dry_run: bool = False,
     ) -> dict[str, Any]:
         """PUT: replace the object; a stale ``metadata.resourceVersion`` is a Conflict and an
-        empty one means "whatever is current"."""
+        empty one means "whatever is current". ``subresource="finalize"`` (namespaces only)
+        changes nothing but ``spec.finalizers``."""
+        if subresource == "finalize" and not _is_namespace(info):
+            raise NotFound("the server could not find the requested resource")
         self._check_identity(info, body)
         meta = body.get("metadata") or {}
         if not isinstance(meta, dict):
@@ -531,11 +573,7 @@ class ObjectStore:
             if dry_run:
                 obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
                 return obj
-            if (
-                obj["metadata"].get("deletionTimestamp")
-                and not obj["metadata"].get("finalizers")
-                and old["metadata"].get("finalizers")
-            ):
+            if _finalized_by_update(info, old, obj):
                 # The last finalizer is gone: the deletion completes now.
                 try:
                     gone = await self.store.delete(key, expected_revision=kv.revision)
@@ -606,6 +644,15 @@ class ObjectStore:
         has_status = info.subresource("status") is not None
         if subresource == "binding":  # the binding sets the node and the scheduled condition
             return new
+        if subresource == "finalize":  # namespaces/<name>/finalize: spec.finalizers only
+            spec = new.get("spec")
+            finalizers = spec.get("finalizers") if isinstance(spec, dict) else None
+            merged = copy.deepcopy(old)
+            merged.setdefault("spec", {})["finalizers"] = finalizers or []
+            merged["metadata"]["resourceVersion"] = (new.get("metadata") or {}).get(
+                "resourceVersion", old["metadata"]["resourceVersion"]
+            )
+            return merged
         if subresource == "status":
             merged = copy.deepcopy(old)
             merged["status"] = new.get("status")
@@ -619,12 +666,24 @@ class ObjectStore:
         merged = new
         merged["apiVersion"], merged["kind"] = info.api_version, info.kind
         meta = merged["metadata"]
-        for field in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
+        for field in (
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
             if old["metadata"].get(field) is not None:
                 meta[field] = old["metadata"][field]
             else:
                 meta.pop(field, None)
         meta["name"] = old["metadata"]["name"]
+        if _is_namespace(info):
+            # Only namespaces/<name>/finalize changes a namespace's spec.finalizers.
+            spec = merged.get("spec")
+            if not isinstance(spec, dict):
+                spec = merged["spec"] = {}
+            spec["finalizers"] = list((old.get("spec") or {}).get("finalizers") or [])
         if has_status:
             if "status" in old:
                 merged["status"] = old["status"]
@@ -669,14 +728,21 @@ class ObjectStore:
                     f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                     f"{meta['resourceVersion']}",
                 )
-            finalizers = list(meta.get("finalizers") or [])
-            policy = options.get("propagationPolicy")
-            if policy == "Foreground" and "foregroundDeletion" not in finalizers:
-                finalizers.append("foregroundDeletion")
-            elif policy == "Orphan" and "orphan" not in finalizers:
-                finalizers.append("orphan")
+            if _is_namespace(info) and name in IMMORTAL_NAMESPACES:
+                raise forbidden(info, name, "this namespace may not be deleted")
+            old_finalizers = list(meta.get("finalizers") or [])
+            finalizers = _gc_finalizers(info, old_finalizers, options)
+            deleting = bool(meta.get("deletionTimestamp"))
             grace = _grace_period(info, obj, options)
-            if not finalizers and grace == 0:
+            current = meta.get("deletionGracePeriodSeconds")
+            if deleting and current is not None:
+                grace = min(grace, int(current))  # a second delete may only shorten the grace
+            pending = finalizers + (
+                list((obj.get("spec") or {}).get("finalizers") or []) if _is_namespace(info) else []
+            )
+            # A namespace's first DELETE always makes it Terminating (its controller empties
+            # it); only a later one, once it is finalized, removes it.
+            if not pending and grace == 0 and (deleting or not _is_namespace(info)):
                 if dry_run:
                     return obj, True
                 try:
@@ -687,11 +753,21 @@ class ObjectStore:
                     raise not_found(info, name) from None
                 obj["metadata"]["resourceVersion"] = str(gone.revision)
                 return obj, True
-            if meta.get("deletionTimestamp"):
+            if deleting and finalizers == old_finalizers and (current is None or grace == current):
                 return obj, False
-            meta["deletionTimestamp"] = _timestamp()
-            meta["deletionGracePeriodSeconds"] = grace
-            meta["finalizers"] = finalizers
+            if not deleting:
+                meta["deletionTimestamp"] = _timestamp()
+                if meta.get("generation"):
+                    meta["generation"] = int(meta["generation"]) + 1
+            if _is_namespace(info):
+                # The namespace waits for its controller to empty it and call /finalize.
+                obj["status"] = {**(obj.get("status") or {}), "phase": "Terminating"}
+            else:
+                meta["deletionGracePeriodSeconds"] = grace
+            if finalizers:
+                meta["finalizers"] = finalizers
+            else:
+                meta.pop("finalizers", None)
             if dry_run:
                 return obj, False
             try:
@@ -797,7 +873,67 @@ def _check_delete_options(options: Any) -> dict[str, Any]:
             f"DeleteOptions.propagationPolicy {policy!r} is not one of Foreground, "
             "Background, Orphan"
         )
+    orphan = options.get("orphanDependents")
+    if orphan is not None and not isinstance(orphan, bool):
+        raise BadRequest("DeleteOptions.orphanDependents must be a boolean")
+    if orphan is not None and policy is not None:
+        raise Invalid(
+            f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Invalid value: '
+            f'"{policy}": orphanDependents and deletionPropagation cannot be both set',
+            [
+                FieldError(
+                    "propagationPolicy",
+                    "orphanDependents and deletionPropagation cannot be both set",
+                )
+            ],
+        )
     return dict(options)
+
+
+def _is_namespace(info: ResourceInfo) -> bool:
+    return info.kind == "Namespace" and info.group == ""
+
+
+def _pending_finalizers(info: ResourceInfo, obj: Mapping[str, Any]) -> list[str]:
+    """What still holds a deleted object: its finalizers, and a namespace's
+    ``spec.finalizers``."""
+    pending = list((obj.get("metadata") or {}).get("finalizers") or [])
+    if _is_namespace(info):
+        pending += (obj.get("spec") or {}).get("finalizers") or []
+    return pending
+
+
+def _finalized_by_update(
+    info: ResourceInfo, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> bool:
+    """Whether an update removed the last finalizer of an object whose deletion only waited
+    for its finalizers (not for a grace period: a terminating pod still goes through its
+    node agent's final delete)."""
+    old_meta = old.get("metadata") or {}
+    return bool(
+        (new.get("metadata") or {}).get("deletionTimestamp")
+        and not _pending_finalizers(info, new)
+        and _pending_finalizers(info, old)
+        and not old_meta.get("deletionGracePeriodSeconds")
+    )
+
+
+def _prepare_namespace_create(body: dict[str, Any]) -> None:
+    """A new namespace is Active and carries the ``kubernetes`` finalizer (added on create
+    only, not by defaulting: the namespace controller removes it through ``/finalize``)."""
+    spec = body.get("spec")
+    if spec is None:
+        spec = body["spec"] = {}
+    if not isinstance(spec, dict):
+        raise BadRequest("spec must be an object")
+    finalizers = spec.get("finalizers")
+    if finalizers is None:
+        finalizers = []
+    if not isinstance(finalizers, list):
+        raise BadRequest("spec.finalizers must be a list")
+    if NAMESPACE_FINALIZER not in finalizers:
+        spec["finalizers"] = [*finalizers, NAMESPACE_FINALIZER]
+    body["status"] = {"phase": "Active"}
 
 
 def _timestamp() -> str:
@@ -818,6 +954,35 @@ def _spec_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     ignore = {"metadata", "status", "apiVersion", "kind"}
     keys = (set(old) | set(new)) - ignore
     return any(old.get(k) != new.get(k) for k in keys)
+
+
+def _gc_finalizers(
+    info: ResourceInfo, finalizers: list[str], options: Mapping[str, Any]
+) -> list[str]:
+    """``finalizers`` with ``orphan`` / ``foregroundDeletion`` set as the delete asks, as
+    Kubernetes' ``deletionFinalizersForGarbageCollection``: an explicit ``orphanDependents``
+    or ``propagationPolicy`` wins, then a finalizer the object already has, then the kind's
+    default (Orphan for batch/v1 Job, else Background)."""
+    orphan_option = options.get("orphanDependents")
+    policy = options.get("propagationPolicy")
+    if orphan_option is not None:
+        orphan, foreground = bool(orphan_option), False
+    elif policy is not None:
+        orphan, foreground = policy == "Orphan", policy == "Foreground"
+    else:
+        given = next((f for f in finalizers if f in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)), None)
+        if given is not None:
+            orphan, foreground = given == ORPHAN_FINALIZER, given == FOREGROUND_FINALIZER
+        else:
+            orphan, foreground = (info.api_version, info.kind) in ORPHAN_BY_DEFAULT, False
+    kept = [f for f in finalizers if f not in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)]
+    if orphan:
+        kept.append(ORPHAN_FINALIZER)
+    if foreground:
+        kept.append(FOREGROUND_FINALIZER)
+    if set(kept) == set(finalizers):
+        return list(finalizers)
+    return kept
 
 
 def _grace_period(info: ResourceInfo, obj: dict[str, Any], options: Mapping[str, Any]) -> int:

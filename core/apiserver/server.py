@@ -310,7 +310,11 @@ class APIServer:
         namespace: str | None = None
         if len(parts) >= 3 and parts[0] == "namespaces":
             ns_info = by_resource(group, version, "namespaces")
-            if not (len(parts) == 3 and ns_info is not None and ns_info.subresource(parts[2])):
+            if not (
+                len(parts) == 3
+                and ns_info is not None
+                and (ns_info.subresource(parts[2]) or parts[2] == "finalize")
+            ):
                 namespace, parts = parts[1], parts[2:]
         if not parts or len(parts) > 3:
             raise NotFound("the server could not find the requested resource")
@@ -321,7 +325,7 @@ class APIServer:
             raise NotFound("the server could not find the requested resource")
         name = parts[1] if len(parts) > 1 else None
         sub = parts[2] if len(parts) > 2 else None
-        if sub is not None and info.subresource(sub) is None:
+        if sub is not None and info.subresource(sub) is None and not _is_finalize(info, sub):
             raise NotFound("the server could not find the requested resource")
         return Target(info, namespace, name, sub)
 
@@ -351,6 +355,8 @@ class APIServer:
             raise NotFound("the server could not find the requested resource")
         if t.subresource == "scale":
             return await self._scale(request, t, dry_run)
+        if t.subresource == "finalize" and method != "PUT":
+            raise MethodNotAllowed(f"{method} is not allowed on {t.info.plural}/finalize")
         if t.subresource == "token":
             if method != "POST":
                 raise MethodNotAllowed(f"{method} is not allowed on {t.info.plural}/token")
@@ -735,6 +741,12 @@ def _check_depth(body: Any) -> None:
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)
+
+
+def _is_finalize(info: ResourceInfo, sub: str) -> bool:
+    """``namespaces/<name>/finalize`` (PUT): how the namespace controller removes the
+    ``kubernetes`` finalizer once the namespace is empty."""
+    return sub == "finalize" and info.kind == "Namespace" and info.group == ""
 
 
 def _media_type(request: web.Request) -> str:

@@ -272,11 +272,26 @@ class NodeStatusManager:
         status = await self.desired_status()
         now = self.clock()
         changed = self._posted is None or self._comparable(status) != self._comparable(self._posted)
+        if not (force or changed):
+            # as the kubelet: compare with the Node the server has, which the node lifecycle
+            # controller may have marked Unknown while this agent was stalled
+            changed = await self._server_differs(status)
         if not (force or changed or now - self._posted_at >= self.report_every):
             return False
         await self.api.patch("v1", "Node", self.node_name, {"status": status}, subresource="status")
         self._posted, self._posted_at = status, now
         return True
+
+    async def _server_differs(self, status: Mapping[str, Any]) -> bool:
+        try:
+            node = await self.api.get("v1", "Node", self.node_name)
+        except NotFound:
+            return True
+        server = {
+            c.get("type"): c.get("status")
+            for c in (node.get("status") or {}).get("conditions") or []
+        }
+        return server != {c["type"]: c["status"] for c in status.get("conditions", ())}
 
     async def renew_lease(self) -> dict[str, Any]:
         now = _micro_time(self.clock())

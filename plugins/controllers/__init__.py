@@ -6,16 +6,49 @@ controller, add its module next to the others and name it in :data:`CONTROLLER_M
 
 * :mod:`.replicaset`: ReplicaSets (adoption and release, expectations, slow-start creates,
   Kubernetes' scale-down order, status).
+* :mod:`.deployment`: Deployments (RollingUpdate and Recreate, revisions and rollback,
+  pause, proportional scaling, progress deadline, history cleanup, status).
+* :mod:`.daemonset`: DaemonSets (one pod per eligible node, RollingUpdate with surge or
+  OnDelete, template hash label, status; no ControllerRevision history).
+* :mod:`.nodelifecycle`: nodes that stop heartbeating become Unknown and tainted, their pods
+  not ready, then evicted (``--node-monitor-grace-period``, ``--pod-eviction-timeout``).
+* :mod:`.job`: Jobs (completions and parallelism, Indexed, finalizer-tracked counting,
+  backoffLimit with back-off, activeDeadlineSeconds, podFailurePolicy, suspend, TTL).
+* :mod:`.cronjob`: CronJobs (cron and macros via croniter, timeZone, concurrencyPolicy,
+  missed schedules, startingDeadlineSeconds, suspend, history limits).
+* :mod:`.garbagecollector`: ownerReferences: Background, Foreground and Orphan deletion,
+  dangling references, several owners.
+* :mod:`.namespace`: a deleted namespace is emptied, then finalized (``/finalize``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kcore import Settings, hookimpl
-from kcore.plugins.controllers import replicaset
+import click
 
-CONTROLLER_MODULES = (replicaset,)
+from kcore import Settings, hookimpl
+from kcore.plugins.controllers import (
+    cronjob,
+    daemonset,
+    deployment,
+    garbagecollector,
+    job,
+    namespace,
+    nodelifecycle,
+    replicaset,
+)
+
+CONTROLLER_MODULES = (
+    replicaset,
+    deployment,
+    daemonset,
+    nodelifecycle,
+    job,
+    cronjob,
+    garbagecollector,
+    namespace,
+)
 
 
 @hookimpl
@@ -23,4 +56,26 @@ def kcore_controllers(settings: Settings) -> list[Any]:
     return [c for module in CONTROLLER_MODULES for c in module.controllers(settings)]
 
 
-__all__ = ["CONTROLLER_MODULES", "kcore_controllers"]
+@hookimpl
+def kcore_add_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--node-monitor-grace-period"],
+            type=float,
+            metavar="SECONDS",
+            envvar="KCORE_NODE_MONITOR_GRACE_PERIOD",
+            help="controllers: a node whose Lease is not renewed for this long becomes "
+            "Unknown and unreachable-tainted (default 40).",
+        ),
+        click.Option(
+            ["--pod-eviction-timeout"],
+            type=float,
+            metavar="SECONDS",
+            envvar="KCORE_POD_EVICTION_TIMEOUT",
+            help="controllers: how long pods without their own not-ready/unreachable "
+            "toleration stay on such a node before they are evicted (default 300).",
+        ),
+    ]
+
+
+__all__ = ["CONTROLLER_MODULES", "kcore_add_options", "kcore_controllers"]

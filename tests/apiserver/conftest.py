@@ -78,11 +78,12 @@ def daemon(request, tmp_path_factory):
             make = stack.enter_context(running_clusters(tmp_path_factory.mktemp("etcd-logs")))
             cluster = make()
             extra = (
-                "--plugins=store_etcd",
+                "--plugins=store_etcd,controllers",
                 f"--etcd-endpoints={cluster.endpoints}",
                 "--etcd-prefix=/kcore-e2e-*",
             )
-        d = start_daemon(data_dir, *extra)
+        # with the controllers, so that namespaces (the namespace controller) go away
+        d = start_daemon(data_dir, *extra, daemon_args=("--controllers",))
         try:
             yield d
         finally:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from inprocess_api import in_process_api
 
-from kcore.apiserver.objects import ObjectStore
-from kcore.client import ApiClient, InProcessTransport
-from kcore.daemon import bootstrap
 from kcore.nodeagent.node_status import LEASE_NAMESPACE, NodeStatusManager, machine_facts
-from kcore.plugins.store_sqlite.backend import SqliteStore
 
 
 class Clock:
@@ -42,13 +39,8 @@ class FakeNetwork:
 
 @pytest.fixture
 async def api():
-    store = SqliteStore(":memory:")
-    objects = ObjectStore(store)
-    await bootstrap(objects)
-    client = ApiClient(InProcessTransport(objects))
-    yield client
-    await client.close()
-    await store.close()
+    async with in_process_api() as (client, _store, _objects):
+        yield client
 
 
 def manager(api, clock, **kw) -> NodeStatusManager:
@@ -139,6 +131,21 @@ async def test_status_is_posted_on_change_or_when_due(api):
     clock.now += 300
     assert await nsm.sync_status()
     assert (await api.get("v1", "Node", "node-a"))["metadata"]["resourceVersion"] != rv
+
+
+async def test_a_node_marked_unknown_by_the_controller_is_reported_ready_again(api):
+    clock = Clock()
+    nsm = manager(api, clock, report_every=300)
+    await nsm.register()
+    node = await api.get("v1", "Node", "node-a")
+    for condition in node["status"]["conditions"]:
+        condition["status"] = "Unknown"
+    await api.update_status(node)  # what the node lifecycle controller does to a silent node
+    clock.now += 10
+    assert await nsm.sync_status()  # not due for 5 minutes, but the server's view is wrong
+    assert conditions(await api.get("v1", "Node", "node-a"))["Ready"]["status"] == "True"
+    clock.now += 10
+    assert not await nsm.sync_status()
 
 
 async def test_a_restarted_agent_adopts_its_node(api):
