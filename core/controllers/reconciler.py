@@ -35,9 +35,10 @@ from kcore.client.api_client import ApiClient
 from kcore.controllers.informers import ResourceEvent, SharedInformers
 from kcore.controllers.owners import controller_ref, ref_matches_kind
 from kcore.controllers.workqueue import WorkQueue
-from kcore.errors import Conflict, KcoreError, PermanentError, TemporaryError
+from kcore.errors import BadRequest, Conflict, KcoreError, PermanentError, TemporaryError
 from kcore.events import EventRecorder
 from kcore.interfaces import ControllerContext
+from kcore.selectors import from_label_selector_object
 
 log = structlog.get_logger("kcore.controllers")
 
@@ -169,6 +170,23 @@ class Reconciler:
                 await own.stop()
 
     # -- helpers for subclasses -----------------------------------------------------------
+
+    def selecting(self, kind: Kind, obj: dict[str, Any]) -> list[str]:
+        """Keys of the cached objects of ``kind`` in ``obj``'s namespace whose
+        ``spec.selector`` matches ``obj``'s labels: who may adopt ``obj`` when it is an
+        orphan. An empty or unreadable selector selects nothing."""
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        keys = []
+        for candidate in self.informers.list(*kind, meta.get("namespace")):
+            try:
+                selector = from_label_selector_object((candidate.get("spec") or {}).get("selector"))
+            except BadRequest:
+                continue
+            if not selector.empty and selector.matches(labels):
+                cmeta = candidate.get("metadata") or {}
+                keys.append(make_key(cmeta.get("namespace"), cmeta.get("name", "")))
+        return keys
 
     def resolve_controller(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """The cached object of the reconciled kind that controls ``obj`` (same uid), if any."""

@@ -380,7 +380,7 @@ class DaemonSetController(Reconciler):
             )
             ref_dropped = old is not None and controller_ref(old) is not None
             if event.type == ADDED or labels_changed or ref_dropped:
-                keys += [k for k in self._matching(pod) if k not in keys]
+                keys += [k for k in self.selecting(DS, pod) if k not in keys]
         return keys
 
     def _keys_for_node(self, event: ResourceEvent) -> list[str]:
@@ -393,18 +393,6 @@ class DaemonSetController(Reconciler):
             ):
                 return []
         return self._all_keys()
-
-    def _matching(self, pod: Mapping[str, Any]) -> list[str]:
-        labels = _meta(pod).get("labels") or {}
-        keys = []
-        for ds in self.informers.list(*DS, _meta(pod).get("namespace")):
-            try:
-                selector = from_label_selector_object(_spec(ds).get("selector"))
-            except BadRequest:
-                continue
-            if not selector.empty and selector.matches(labels):
-                keys.append(self._key(ds))
-        return keys
 
     # -- reconcile ------------------------------------------------------------------------
 

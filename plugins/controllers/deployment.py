@@ -522,7 +522,7 @@ class DeploymentController(Reconciler):
             )
             ref_dropped = old is not None and controller_ref(old) is not None
             if old is None or labels_changed or ref_dropped:
-                keys += [k for k in self._matching_deployments(obj) if k not in keys]
+                keys += [k for k in self.selecting(DEPLOYMENT, obj) if k not in keys]
         return keys
 
     def _keys_for_pod(self, event: ResourceEvent) -> list[str]:
@@ -545,18 +545,6 @@ class DeploymentController(Reconciler):
         if d is None or is_rolling_update(d):
             return []
         return [make_key(_meta(d).get("namespace"), _meta(d)["name"])]
-
-    def _matching_deployments(self, rs: Obj) -> list[str]:
-        labels = _meta(rs).get("labels") or {}
-        keys = []
-        for d in self.informers.list(*DEPLOYMENT, _meta(rs).get("namespace")):
-            try:
-                selector = from_label_selector_object(_spec(d).get("selector"))
-            except BadRequest:
-                continue
-            if not selector.empty and selector.matches(labels):
-                keys.append(make_key(_meta(d).get("namespace"), _meta(d)["name"]))
-        return keys
 
     # -- reconcile ------------------------------------------------------------------------
 

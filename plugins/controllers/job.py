@@ -398,20 +398,7 @@ class JobController(Reconciler):
             if key and key not in keys:
                 keys.append(key)
         if controller_ref(pod) is None and event.type != DELETED and not being_deleted(pod):
-            keys += [k for k in self._matching_jobs(pod) if k not in keys]
-        return keys
-
-    def _matching_jobs(self, pod: dict[str, Any]) -> list[str]:
-        """Keys of the Jobs whose selector matches an orphan ``pod`` (to adopt it)."""
-        labels = _meta(pod).get("labels") or {}
-        keys = []
-        for job in self.informers.list(*JOB, _meta(pod).get("namespace")):
-            try:
-                selector = from_label_selector_object((job.get("spec") or {}).get("selector"))
-            except BadRequest:
-                continue
-            if not selector.empty and selector.matches(labels):
-                keys.append(make_key(_meta(job).get("namespace"), _meta(job)["name"]))
+            keys += [k for k in self.selecting(JOB, pod) if k not in keys]
         return keys
 
     # -- reconcile ------------------------------------------------------------------------

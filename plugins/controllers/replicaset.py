@@ -145,20 +145,7 @@ class ReplicaSetController(Reconciler):
         if controller_ref(pod) is None and event.type != DELETED and not being_deleted(pod):
             ref_changed = old is not None and controller_ref(old) is not None
             if event.type == ADDED or _labels_changed(old, pod) or ref_changed:
-                keys += [k for k in self._matching_replica_sets(pod) if k not in keys]
-        return keys
-
-    def _matching_replica_sets(self, pod: dict[str, Any]) -> list[str]:
-        """Keys of the ReplicaSets whose selector matches an orphan ``pod``."""
-        labels = _meta(pod).get("labels") or {}
-        keys = []
-        for rs in self.informers.list(*RS, _meta(pod).get("namespace")):
-            try:
-                selector = from_label_selector_object((rs.get("spec") or {}).get("selector"))
-            except BadRequest:
-                continue
-            if not selector.empty and selector.matches(labels):
-                keys.append(self._key(rs))
+                keys += [k for k in self.selecting(RS, pod) if k not in keys]
         return keys
 
     @staticmethod
