@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
+
+SIM_PLUGINS = "store_sqlite,runtime_sim,volumes,controllers,scheduler"
+"""A one-node cluster whose node agent runs pods on runtime_sim (for kubectl tests)."""
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    """A command's output, after checking it succeeded."""
+    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
+    return proc.stdout
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Call ``check()`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        time.sleep(0.2)
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:

@@ -5,15 +5,13 @@ runtime_sim), as Kubernetes does them."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
-from daemon_process import start_daemon, stop_daemon
+
+from .helpers import ok, wait_for
 
 pytestmark = pytest.mark.slow
-
-PLUGINS = "store_sqlite,runtime_sim,volumes,controllers,scheduler"
 
 
 def replica_set(name: str, namespace: str = "default") -> str:
@@ -37,33 +35,14 @@ def replica_set(name: str, namespace: str = "default") -> str:
     )
 
 
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("kcore-gc"), "--plugins", PLUGINS, node_agent=True)
-    try:
-        yield d
-    finally:
-        stop_daemon(d)
+def daemon(sim_daemon):
+    return sim_daemon
 
 
 def pods_of(daemon, app: str, namespace: str = "default") -> list[dict]:
     out = ok(daemon.kubectl("get", "pods", "-n", namespace, "-l", f"app={app}", "-o", "json"))
     return json.loads(out)["items"]
-
-
-def wait_for(check, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        time.sleep(0.2)
 
 
 def running_pods(daemon, app: str, namespace: str = "default") -> list[dict]:

@@ -5,17 +5,16 @@ status|history|undo|pause|resume|restart``, and ``delete --cascade``."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from daemon_process import start_daemon, stop_daemon
+
+from .helpers import ok, wait_for
 
 pytestmark = pytest.mark.slow
 
-PLUGINS = "store_sqlite,runtime_sim,volumes,controllers,scheduler"
 REVISION = "deployment.kubernetes.io/revision"
 
 
@@ -40,21 +39,11 @@ def manifest(name: str, replicas: int = 3, image: str = "nginx:1.25") -> str:
     )
 
 
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("kcore-deploy"), "--plugins", PLUGINS, node_agent=True)
-    try:
-        yield d
-        # Leave no pods behind: the node agent keeps their volumes mounted otherwise.
-        d.kubectl("delete", "deployments,replicasets", "--all", "--wait=false")
-        wait_for(lambda: not get(d, "pods")["items"], what="every pod to go")
-    finally:
-        stop_daemon(d)
+def daemon(sim_daemon):
+    yield sim_daemon
+    sim_daemon.kubectl("delete", "deployments,replicasets", "--all", "--wait=false")
+    wait_for(lambda: not get(sim_daemon, "pods")["items"], what="every pod to go")
 
 
 def get(daemon, *what: str) -> Any:
@@ -73,16 +62,6 @@ def running_pods(daemon, app: str) -> list[dict]:
 def replica_sets(daemon, app: str) -> list[dict]:
     items = get(daemon, "rs", "-l", f"app={app}")["items"]
     return sorted(items, key=lambda rs: int(rs["metadata"].get("annotations", {}).get(REVISION, 0)))
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        time.sleep(0.2)
 
 
 def rollout_status(daemon, name: str) -> str:

@@ -5,15 +5,13 @@ the real kubectl. Simulated containers exit after ``sim.kcore.io/run-seconds`` w
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
-from daemon_process import start_daemon, stop_daemon
+
+from .helpers import ok
 
 pytestmark = pytest.mark.slow
-
-PLUGINS = "store_sqlite,runtime_sim,volumes,controllers,scheduler"
 
 
 def job_manifest(name: str, *, run_seconds: str, exit_code: str = "0", **spec) -> str:
@@ -64,18 +62,9 @@ spec:
 """
 
 
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("kcore-jobs"), "--plugins", PLUGINS, node_agent=True)
-    try:
-        yield d
-    finally:
-        stop_daemon(d)
+def daemon(sim_daemon):
+    return sim_daemon
 
 
 def get_json(daemon, *args: str) -> dict:

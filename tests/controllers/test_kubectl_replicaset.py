@@ -4,11 +4,12 @@ A ReplicaSet applied with kubectl gets its pods; ``kubectl scale`` moves them.""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
 from daemon_process import start_daemon, stop_daemon
+
+from .helpers import ok
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +31,6 @@ spec:
       - name: php-redis
         image: us-docker.pkg.dev/google-samples/containers/gke/gb-frontend:v5
 """
-
-
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from daemon_process import clean_env, start_daemon, stop_daemon
 from kcore.errors import BadRequest
 from kcore.plugins.runtime_sim.nodes import SimNodes
 
-from .helpers import eventually
+from .helpers import eventually, ok
 
 NS = "default"
 
@@ -206,11 +206,6 @@ spec:
     spec:
       containers: [{name: web, image: nginx}]
 """
-
-
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
-    return proc.stdout
 
 
 def wide_rows(output: str) -> list[dict[str, str]]:
