@@ -130,8 +130,9 @@ class WorkQueue:
             timeout = None
             if self._waiting:
                 timeout = max(self._waiting[0][0] - self.clock(), 0.0) + 0.0005
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            try:  # asyncio.timeout: wait_for can swallow a cancellation on 3.11
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
 

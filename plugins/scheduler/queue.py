@@ -224,8 +224,9 @@ class SchedulingQueue:
             if self._backoff_heap:
                 timeout = max(0.0, self._backoff_heap[0][0] - now)
             self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see the worker's note
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
 
     def _flush_backoff(self, now: float) -> None:
         heap = self._backoff_heap
