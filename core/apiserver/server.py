@@ -620,6 +620,10 @@ class APIServer:
                 scale = apply_json_patch(current, patch)
             else:
                 scale = apply_merge_patch(current, patch)
+            if isinstance(scale, dict) and not _patch_names_rv(patch):
+                # the resourceVersion of the server's own read is no precondition: only one
+                # the client's patch sets is (else a concurrent status write would be a 409)
+                (scale.get("metadata") or {}).pop("resourceVersion", None)
         else:
             raise MethodNotAllowed(f"{request.method} is not allowed on scale")
         if not isinstance(scale, dict):
@@ -705,6 +709,18 @@ class APIServer:
             },
             201,
         )
+
+
+def _patch_names_rv(patch: Any) -> bool:
+    """Whether a merge or JSON patch sets ``metadata.resourceVersion`` itself."""
+    if isinstance(patch, dict):
+        meta = patch.get("metadata")
+        return isinstance(meta, dict) and "resourceVersion" in meta
+    if isinstance(patch, list):
+        return any(
+            isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" for op in patch
+        )
+    return False
 
 
 def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:

@@ -318,6 +318,18 @@ async def test_scale_subresource(api):
     scale["metadata"]["resourceVersion"] = "1"
     status, _err = await api.request("PUT", DEPLOYS + "/s/scale", scale)
     assert status == 409
+    merge = "application/merge-patch+json"
+    stale = {"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 5}}
+    status, _err = await api.request("PATCH", DEPLOYS + "/s/scale", stale, content_type=merge)
+    assert status == 409  # a resourceVersion the patch sets is a precondition
+    status, _ = await api.request(  # a status write in between is no conflict
+        "PATCH", DEPLOYS + "/s/status", {"status": {"replicas": 4}}, content_type=merge
+    )
+    assert status == 200
+    status, scale = await api.request(
+        "PATCH", DEPLOYS + "/s/scale", {"spec": {"replicas": 5}}, content_type=merge
+    )
+    assert status == 200 and scale["spec"]["replicas"] == 5
 
 
 async def read_events(resp, count, timeout=10):
