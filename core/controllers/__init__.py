@@ -87,6 +87,7 @@ from kcore.controllers.reconciler import (
     ReconcilerRunner,
     ReconcilerStats,
     make_key,
+    namespace_terminating,
     split_key,
 )
 from kcore.controllers.workqueue import ExponentialBackoff, WorkQueue
@@ -139,6 +140,7 @@ __all__ = [
     "is_pod_terminating",
     "label_selector_from_set",
     "make_key",
+    "namespace_terminating",
     "owner_reference",
     "parse_label_selector",
     "parse_time",

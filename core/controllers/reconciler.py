@@ -35,7 +35,14 @@ from kcore.client.api_client import ApiClient
 from kcore.controllers.informers import ResourceEvent, SharedInformers
 from kcore.controllers.owners import controller_ref, ref_matches_kind
 from kcore.controllers.workqueue import WorkQueue
-from kcore.errors import BadRequest, Conflict, KcoreError, PermanentError, TemporaryError
+from kcore.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    KcoreError,
+    PermanentError,
+    TemporaryError,
+)
 from kcore.events import EventRecorder
 from kcore.interfaces import ControllerContext
 from kcore.selectors import from_label_selector_object
@@ -53,6 +60,11 @@ def split_key(key: str) -> tuple[str | None, str]:
     """``"ns/name"`` -> ``("ns", "name")``; ``"name"`` -> ``(None, "name")``."""
     namespace, sep, name = key.partition("/")
     return (namespace, name) if sep else (None, key)
+
+
+def namespace_terminating(exc: BaseException) -> bool:
+    """Whether a create failed because its namespace is being deleted."""
+    return isinstance(exc, Forbidden) and "terminat" in str(exc).lower()
 
 
 def make_key(namespace: str | None, name: str) -> str:
@@ -170,6 +182,22 @@ class Reconciler:
                 await own.stop()
 
     # -- helpers for subclasses -----------------------------------------------------------
+
+    async def create_pod(self, owner: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
+        """Create ``pod`` for ``owner`` with the events controllers write:
+        ``SuccessfulCreate`` ``Created pod: <name>``, or ``FailedCreate`` (not when the
+        namespace is being terminated: that is expected). Errors propagate."""
+        try:
+            created = await self.api.create(pod)
+        except KcoreError as exc:
+            if not namespace_terminating(exc):
+                await self.recorder.event(
+                    owner, "Warning", "FailedCreate", f"Error creating: {exc}"
+                )
+            raise
+        name = (created.get("metadata") or {}).get("name")
+        await self.recorder.event(owner, "Normal", "SuccessfulCreate", f"Created pod: {name}")
+        return created
 
     def selecting(self, kind: Kind, obj: dict[str, Any]) -> list[str]:
         """Keys of the cached objects of ``kind`` in ``obj``'s namespace whose

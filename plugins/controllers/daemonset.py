@@ -64,11 +64,12 @@ from kcore.controllers import (
     is_pod_available,
     is_pod_ready,
     make_key,
+    namespace_terminating,
     owner_reference,
     parse_time,
     split_key,
 )
-from kcore.errors import BadRequest, Conflict, Forbidden, KcoreError, NotFound, PermanentError
+from kcore.errors import BadRequest, Conflict, KcoreError, NotFound, PermanentError
 from kcore.plugins.controllers.nodelifecycle import (
     TAINT_DISK_PRESSURE,
     TAINT_MEMORY_PRESSURE,
@@ -653,7 +654,7 @@ class DaemonSetController(Reconciler):
             *(self._delete_pod(key, ds, p) for p in delete), return_exceptions=True
         )
         errors = [r for r in results if isinstance(r, BaseException)]
-        if create_error is not None and not _namespace_terminating(create_error):
+        if create_error is not None and not namespace_terminating(create_error):
             raise create_error
         if errors:
             raise errors[0]
@@ -685,15 +686,7 @@ class DaemonSetController(Reconciler):
     async def _create_pod(self, ds: dict[str, Any], template: Mapping[str, Any], node: str) -> None:
         pod = copy.deepcopy(dict(template))
         pod["spec"]["affinity"] = node_name_affinity(pod["spec"].get("affinity"), node)
-        try:
-            created = await self.api.create(pod)
-        except KcoreError as exc:
-            if not _namespace_terminating(exc):
-                await self.recorder.event(ds, "Warning", "FailedCreate", f"Error creating: {exc}")
-            raise
-        await self.recorder.event(
-            ds, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}"
-        )
+        await self.create_pod(ds, pod)
 
     async def _delete_pod(self, key: str, ds: dict[str, Any], pod: Mapping[str, Any]) -> None:
         m = _meta(pod)
@@ -778,10 +771,6 @@ class DaemonSetController(Reconciler):
             if _meta(fresh).get("uid") != m.get("uid"):
                 raise
             return await self.api.update_status({**fresh, "status": status})
-
-
-def _namespace_terminating(exc: BaseException) -> bool:
-    return isinstance(exc, Forbidden) and "terminat" in str(exc).lower()
 
 
 def controllers(settings: Any) -> list[Reconciler]:

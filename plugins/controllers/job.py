@@ -65,12 +65,13 @@ from kcore.controllers import (
     is_pod_ready,
     is_pod_terminating,
     make_key,
+    namespace_terminating,
     owner_reference,
     parse_time,
     ref_matches_kind,
     split_key,
 )
-from kcore.errors import BadRequest, Forbidden, KcoreError, NotFound, PermanentError
+from kcore.errors import BadRequest, KcoreError, NotFound, PermanentError
 from kcore.plugins.controllers.replicaset import slow_start_batch
 
 log = structlog.get_logger("kcore.plugins.controllers.job")
@@ -320,10 +321,6 @@ def _job_index(pod: dict[str, Any]) -> list[str]:
     if ref is not None and ref_matches_kind(ref, *JOB):
         names.add(ref.get("name"))
     return [make_key(namespace, n) for n in names if n]
-
-
-def _namespace_terminating(exc: BaseException) -> bool:
-    return isinstance(exc, Forbidden) and "terminat" in str(exc).lower()
 
 
 # -- the controller ---------------------------------------------------------------------
@@ -776,7 +773,7 @@ class JobController(Reconciler):
         )
         for _ in range(missing - successes):
             self.expectations.creation_observed(key)  # never coming
-        if error is not None and not _namespace_terminating(error):
+        if error is not None and not namespace_terminating(error):
             raise error
         return successes, deleted, waiting, None
 
@@ -822,15 +819,7 @@ class JobController(Reconciler):
         return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
     async def _create_pod(self, job: dict[str, Any], index: int | None) -> None:
-        try:
-            pod = await self.api.create(self.pod_from_template(job, index))
-        except KcoreError as exc:
-            if not _namespace_terminating(exc):
-                await self.recorder.event(job, "Warning", "FailedCreate", f"Error creating: {exc}")
-            raise
-        await self.recorder.event(
-            job, "Normal", "SuccessfulCreate", f"Created pod: {_meta(pod)['name']}"
-        )
+        await self.create_pod(job, self.pod_from_template(job, index))
 
     async def _delete_pods(
         self, key: str, job: dict[str, Any], pods: list[dict[str, Any]]

@@ -51,10 +51,11 @@ from kcore.controllers import (
     is_pod_ready,
     label_selector_from_set,
     make_key,
+    namespace_terminating,
     owner_reference,
     split_key,
 )
-from kcore.errors import BadRequest, Conflict, Forbidden, KcoreError, NotFound, PermanentError
+from kcore.errors import BadRequest, Conflict, KcoreError, NotFound, PermanentError
 
 log = structlog.get_logger("kcore.plugins.controllers.replicaset")
 
@@ -207,7 +208,7 @@ class ReplicaSetController(Reconciler):
             successes, error = await slow_start_batch(count, 1, lambda: self._create_pod(rs))
             for _ in range(count - successes):
                 self.expectations.creation_observed(key)  # never coming
-            if error is not None and not _namespace_terminating(error):
+            if error is not None and not namespace_terminating(error):
                 raise error
         elif diff > 0:
             count = min(diff, self.burst_replicas)
@@ -240,15 +241,7 @@ class ReplicaSetController(Reconciler):
         }
 
     async def _create_pod(self, rs: dict[str, Any]) -> None:
-        try:
-            pod = await self.api.create(self.pod_from_template(rs))
-        except KcoreError as exc:
-            if not _namespace_terminating(exc):
-                await self.recorder.event(rs, "Warning", "FailedCreate", f"Error creating: {exc}")
-            raise
-        await self.recorder.event(
-            rs, "Normal", "SuccessfulCreate", f"Created pod: {_meta(pod)['name']}"
-        )
+        await self.create_pod(rs, self.pod_from_template(rs))
 
     async def _delete_pod(self, key: str, rs: dict[str, Any], pod: dict[str, Any]) -> None:
         m = _meta(pod)
@@ -370,10 +363,6 @@ class ReplicaSetController(Reconciler):
         if any((old.get(f) or 0) != (new.get(f) or 0) for f in fields):
             return True
         return (old.get("conditions") or []) != (new.get("conditions") or [])
-
-
-def _namespace_terminating(exc: BaseException) -> bool:
-    return isinstance(exc, Forbidden) and "terminat" in str(exc).lower()
 
 
 def _rfc3339(seconds: float) -> str:
