@@ -29,6 +29,22 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") ->
         time.sleep(0.2)
 
 
+class Clock:
+    """Wall-clock seconds (whole, from now) that move only when told."""
+
+    def __init__(self) -> None:
+        self.t = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    def set(self, t: float) -> None:
+        self.t = t
+
+
 async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
     """Await ``check()`` (sync or async) until it returns something truthy; its last value."""
     deadline = time.monotonic() + timeout

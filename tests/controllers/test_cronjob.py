@@ -4,7 +4,6 @@ controller: Jobs finish when a test patches their status)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,20 +23,9 @@ from kcore.plugins.controllers.cronjob import (
     rfc3339,
 )
 
-from .helpers import eventually
+from .helpers import Clock, eventually
 
 NS = "default"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.t
-
-    def set(self, t: float) -> None:
-        self.t = t
 
 
 @pytest.fixture

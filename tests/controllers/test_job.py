@@ -3,7 +3,6 @@ pods end when a test patches their status)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -20,22 +19,9 @@ from kcore.plugins.controllers.job import (
     parse_indexes,
 )
 
-from .helpers import eventually
+from .helpers import Clock, eventually
 
 NS = "default"
-
-
-class Clock:
-    """Wall-clock seconds that move only when told."""
-
-    def __init__(self) -> None:
-        self.t = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture
