@@ -63,9 +63,9 @@ import pytest
 from kcore.conformance.asyncsupport import async_test
 from kcore.errors import Invalid, NotFound
 from kcore.interfaces import VolumeSource
+from kcore.pods.atomic import DATA_DIR, read_version
 
 NAMESPACE = "kcore-conformance"
-DATA_DIR = "..data"
 UPDATES = 25
 """How many versions the atomic-update check writes while a reader reads."""
 
@@ -551,44 +551,6 @@ def tree(path: Path, skip: Path) -> dict[str, tuple[int, bytes | str | None]]:
     return out
 
 
-def read_snapshot(target: Path) -> dict[str, bytes] | None:
-    """Every file of the current version, or ``None`` when the version changed while it was
-    being read (read again). The reader's side of the AtomicWriter layout: note the version
-    ``..data`` names, read that version directory, and keep what was read only if ``..data``
-    still names it (a published version never changes and is removed only once replaced)."""
-    try:
-        version = os.readlink(target / DATA_DIR)
-        top = os.open(target / version, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return None
-    out: dict[str, bytes] = {}
-    pending = [("", os.dup(top))]
-    try:
-        while pending:
-            prefix, dfd = pending.pop()
-            try:
-                for entry in os.scandir(dfd):
-                    if entry.is_dir(follow_symlinks=False):
-                        child = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dfd)
-                        pending.append((f"{prefix}{entry.name}/", child))
-                    else:
-                        fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
-                        with os.fdopen(fd, "rb") as fh:
-                            out[prefix + entry.name] = fh.read()
-            finally:
-                os.close(dfd)
-    except FileNotFoundError:
-        return None
-    finally:
-        os.close(top)
-        for _prefix, dfd in pending:
-            os.close(dfd)
-    try:
-        return out if os.readlink(target / DATA_DIR) == version else None
-    except FileNotFoundError:
-        return None
-
-
 class Reader(threading.Thread):
     """Reads a volume over and over while it is updated, and keeps what did not match one
     of ``versions``: whole snapshots through ``..data``, and single files by their names."""
@@ -609,7 +571,7 @@ class Reader(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set() and len(self.problems) < 5:
             try:
-                snapshot = read_snapshot(self.target)
+                snapshot = read_version(self.target)
             except OSError as exc:
                 self.problems.append(f"reading through {DATA_DIR} failed: {exc!r}")
                 continue

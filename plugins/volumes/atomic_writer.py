@@ -14,7 +14,7 @@ is there (same paths, bytes and modes) writes nothing.
 
 A reader of one file just opens ``key``. A reader that needs several files from one version
 notes the version ``..data`` names, reads them from that directory, and checks that
-``..data`` still names it afterwards (see :func:`read_version`): a published version never
+``..data`` still names it afterwards (see :func:`kcore.pods.atomic.read_version`): a published version never
 changes, and is removed only after it has been replaced.
 
 Every file and directory is created through directory descriptors with ``O_NOFOLLOW``
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kcore.errors import FieldError, Invalid
+from kcore.pods.atomic import DATA_DIR, read_version
 
-DATA_DIR = "..data"
 DATA_TMP = "..data_tmp"
 MAX_PATH_LENGTH = 4096
 MAX_FILE_NAME_LENGTH = 255
@@ -303,44 +303,6 @@ def _unlink_stale_top_level(fd: int, names: set[str]) -> None:
                 os.unlink(entry, dir_fd=fd)
         except OSError:
             continue
-
-
-def read_version(target: Path | str) -> dict[str, bytes] | None:
-    """Every file of the current version, or ``None`` when a write swapped versions while
-    they were being read (read again). This is the reader's side of the layout: note the
-    version ``..data`` names, read that directory, and keep the result only if ``..data``
-    still names it (a published version never changes, and is removed only once replaced)."""
-    try:
-        version = os.readlink(os.path.join(target, DATA_DIR))
-        top = os.open(os.path.join(target, version), _DIR_FLAGS)
-    except FileNotFoundError:
-        return None
-    out: dict[str, bytes] = {}
-    stack = [("", os.dup(top))]
-    try:
-        while stack:
-            prefix, dfd = stack.pop()
-            try:
-                for entry in os.scandir(dfd):
-                    if entry.is_dir(follow_symlinks=False):
-                        child = os.open(entry.name, _DIR_FLAGS, dir_fd=dfd)
-                        stack.append((f"{prefix}{entry.name}/", child))
-                    else:
-                        ffd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
-                        with os.fdopen(ffd, "rb") as fh:
-                            out[prefix + entry.name] = fh.read()
-            finally:
-                os.close(dfd)
-    except FileNotFoundError:
-        return None
-    finally:
-        os.close(top)
-        for _prefix, dfd in stack:
-            os.close(dfd)
-    try:
-        return out if os.readlink(os.path.join(target, DATA_DIR)) == version else None
-    except FileNotFoundError:
-        return None
 
 
 __all__ = [
