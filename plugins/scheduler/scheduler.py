@@ -33,6 +33,7 @@ import structlog
 
 from kcore import Conflict, ControllerContext, NotFound, PluginError
 from kcore.api.meta import micro_now, now
+from kcore.client import Informer
 from kcore.plugins.scheduler.algorithm import Profile, ScheduleResult
 from kcore.plugins.scheduler.cache import SchedulerCache
 from kcore.plugins.scheduler.filters import default_filters
@@ -44,7 +45,6 @@ from kcore.plugins.scheduler.queue import (
     QueuedPodInfo,
     SchedulingQueue,
 )
-from kcore.plugins.scheduler.reflector import Reflector
 from kcore.plugins.scheduler.scores import default_scores
 
 log = structlog.get_logger("kcore.plugins.scheduler")
@@ -110,7 +110,7 @@ class Scheduler:
         """Set once the first lists of nodes and pods are in the cache."""
         self._api: Any = None
         self._events: _EventWriter | None = None
-        self._pods: Reflector | None = None
+        self._pods: Informer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots: asyncio.Semaphore | None = None
 
@@ -159,26 +159,18 @@ class Scheduler:
         self.cache = SchedulerCache()
         self.synced.clear()
         self._slots = asyncio.Semaphore(self.binds_in_flight)
-        nodes = Reflector(
-            ctx.api,
-            "v1",
-            "Node",
-            on_add=self._node_added,
-            on_update=self._node_updated,
-            on_delete=self._node_deleted,
-        )
-        self._pods = pods = Reflector(
-            ctx.api,
-            "v1",
-            "Pod",
-            on_add=self._pod_added,
-            on_update=self._pod_updated,
-            on_delete=self._pod_deleted,
-        )
+        nodes = Informer(ctx.api, "v1", "Node")
+        nodes.on_add(self._node_added)
+        nodes.on_update(self._node_updated)
+        nodes.on_delete(self._node_deleted)
+        self._pods = pods = Informer(ctx.api, "v1", "Pod")
+        pods.on_add(self._pod_added)
+        pods.on_update(self._pod_updated)
+        pods.on_delete(self._pod_deleted)
         background = [asyncio.ensure_future(nodes.run()), asyncio.ensure_future(pods.run())]
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            synced = asyncio.gather(nodes.synced.wait(), pods.synced.wait())
+            synced = asyncio.gather(nodes.wait_for_sync(), pods.wait_for_sync())
             await asyncio.wait({synced, stopping}, return_when=asyncio.FIRST_COMPLETED)
             synced.cancel()
             if stopping.done():
@@ -237,7 +229,7 @@ class Scheduler:
         """One attempt for a popped pod; True when a binding was started (it then owns a
         binding slot)."""
         info = qpi.pod_info
-        current = self._pods.objects.get(info.key) if self._pods is not None else info.pod
+        current = self._pods.cache.get(info.key) if self._pods is not None else info.pod
         if current is None or not self._pending(current):
             return False  # deleted, bound or finished since it was queued
         cycle = self.queue.scheduling_cycle
@@ -276,7 +268,7 @@ class Scheduler:
                 self.cache.forget(info.key)
                 self.metrics.errors += 1
                 log.warning("binding failed", pod=info.key, node=node_name, error=str(exc))
-                current = self._pods.objects.get(info.key) if self._pods else None
+                current = self._pods.cache.get(info.key) if self._pods else None
                 if current is not None and self._pending(current):
                     if current is not info.pod:
                         qpi.pod_info = PodInfo(current)
@@ -301,7 +293,7 @@ class Scheduler:
     async def _report_failure(self, key: str, message: str, reason: str) -> None:
         """The Warning ``FailedScheduling`` event and the ``PodScheduled=False`` condition
         (written only when it changes)."""
-        pod = self._pods.objects.get(key) if self._pods is not None else None
+        pod = self._pods.cache.get(key) if self._pods is not None else None
         if pod is None:
             return
         assert self._events is not None
