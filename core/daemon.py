@@ -267,6 +267,8 @@ async def start_node(
             network=node.network,
             volume_sources=host.volume_sources(settings),
             pod_cidr=_pod_cidr(node.network),
+            node_services=host.node_services(settings),
+            settings=settings,
         )
         await node.agent.start()
         if server is not None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         Controller,
         FilterStep,
         NetworkPlugin,
+        NodeService,
         RuntimeBackend,
         ScoreStep,
         VolumeSource,
@@ -124,6 +125,21 @@ def kcore_controllers(settings: Settings) -> list[Controller]:
     :returns: a list of :class:`kcore.interfaces.Controller`; names must be unique.
 
     Called once when the controller manager starts. The scheduler is a controller too.
+    """
+
+
+@hookspec
+def kcore_node_services(settings: Settings) -> list[NodeService]:
+    """Long-running parts of every node, next to the node agent: the service proxy that
+    programs the node's packet filter, a node-local DNS server, ...
+
+    :param settings: the data directory and plugin option values.
+    :returns: a list of :class:`kcore.interfaces.NodeService`; names must be unique.
+
+    Called once by the node agent at start-up (in the daemon, in ``kcore node`` and in
+    ``kcore join``). Each service's ``run`` gets a
+    :class:`kcore.interfaces.NodeServiceContext` with the node's API client and network
+    backend; a DNS service publishes its address there for the pods' resolv.conf.
     """
 
 

@@ -462,6 +462,44 @@ class ScoreStep(Protocol):
 
 
 # --------------------------------------------------------------------------------------
+# Node services: what runs on every node next to the node agent
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeServiceContext:
+    """What a running node service gets.
+
+    ``api`` is the node's API client (in the daemon in-process, on a joined node over
+    HTTPS), ``network`` the node's network backend (``None`` without one), ``node_name``
+    the node's name and ``node_ip`` its address.
+
+    Two fields a DNS service fills in, *before its first* ``await``, for the node agent to
+    read when it writes a ``dnsPolicy: ClusterFirst`` pod's resolv.conf (as the kubelet's
+    ``--cluster-dns`` and ``--cluster-domain``): ``cluster_dns``, the nameserver addresses,
+    and ``cluster_domain``. With ``cluster_dns`` empty, pods get the node's resolv.conf."""
+
+    api: Any
+    settings: Any
+    node_name: str
+    node_ip: str | None = None
+    network: Any = None
+    cluster_dns: list[str] = field(default_factory=list)
+    cluster_domain: str = "cluster.local"
+
+
+@runtime_checkable
+class NodeService(Protocol):
+    """A long-running part of every node (the service proxy, node-local DNS). ``run``
+    returns when ``stop`` (an :class:`asyncio.Event`) is set; if it raises, the node agent
+    logs it and runs it again after a back-off."""
+
+    name: str
+
+    async def run(self, ctx: NodeServiceContext, stop: Any) -> None: ...
+
+
+# --------------------------------------------------------------------------------------
 # Admission
 # --------------------------------------------------------------------------------------
 
@@ -503,6 +541,8 @@ __all__ = [
     "FilterStep",
     "ImageService",
     "NetworkPlugin",
+    "NodeService",
+    "NodeServiceContext",
     "RuntimeBackend",
     "RuntimeService",
     "ScoreStep",

@@ -219,6 +219,9 @@ class PluginHost:
     def volume_sources(self, settings: Any) -> list[Any]:
         return self._collect("kcore_volume_sources", unique="type_name", settings=settings)
 
+    def node_services(self, settings: Any) -> list[Any]:
+        return self._collect("kcore_node_services", unique="name", settings=settings)
+
     def controllers(self, settings: Any) -> list[Any]:
         return self._collect("kcore_controllers", unique="name", settings=settings)
 

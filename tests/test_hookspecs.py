@@ -19,6 +19,7 @@ def test_there_are_hookspecs_for_every_area():
         "kcore_network",
         "kcore_volume_sources",
         "kcore_controllers",
+        "kcore_node_services",
         "kcore_scheduler_filters",
         "kcore_scheduler_scores",
         "kcore_admission_checks",

@@ -37,7 +37,7 @@ from kcore.api.defaults import default_pull_policy
 from kcore.client.informer import Informer
 from kcore.errors import BadRequest, Invalid, KcoreError, NotFound
 from kcore.events import EventRecorder
-from kcore.interfaces import CONTAINER_RUNNING, RuntimeBackend
+from kcore.interfaces import CONTAINER_RUNNING, NodeServiceContext, RuntimeBackend
 from kcore.nodeagent import containers as cri
 from kcore.nodeagent.backoff import Backoff
 from kcore.nodeagent.credentials import image_credentials, pull_with_credentials
@@ -82,6 +82,8 @@ class NodeAgent:
         image_gc_low_threshold: int = 80,
         image_minimum_gc_age: float = 120.0,
         image_gc_period: float = IMAGE_GC_PERIOD,
+        node_services: Sequence[Any] = (),
+        settings: Any = None,
     ) -> None:
         self.api = api
         self.runtime = backend.runtime
@@ -109,6 +111,10 @@ class NodeAgent:
             heartbeat=heartbeat,
         )
         self.node_ip = self.status_manager.node_ip
+        self.node_services = list(node_services)
+        self.service_context = NodeServiceContext(
+            api=api, settings=settings, node_name=node_name, node_ip=self.node_ip, network=network
+        )
         self.restart_backoff = Backoff()
         self.image_backoff = Backoff()
         self._pull_failed_at: dict[str, float] = {}
@@ -154,6 +160,9 @@ class NodeAgent:
         self._tasks.append(asyncio.create_task(self._container_events()))
         self._tasks.append(asyncio.create_task(self._rotate_logs()))
         self._tasks.append(asyncio.create_task(self.image_gc.run(self._stop, self.image_gc_period)))
+        for service in self.node_services:
+            self._tasks.append(asyncio.create_task(self._run_node_service(service)))
+        await asyncio.sleep(0)  # each service publishes its context fields before its first await
         informer = Informer(self.api, "v1", "Pod", field_selector=f"spec.nodeName={self.node_name}")
         informer.on_add(self._pod_added)
         informer.on_update(self._pod_updated)
@@ -178,6 +187,23 @@ class NodeAgent:
         for task in [*self._tasks, *self._events]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    async def _run_node_service(self, service: Any) -> None:
+        """Run one node service until the agent stops; a crash is logged and the service
+        runs again after a back-off (1 s doubling to 60 s)."""
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                await service.run(self.service_context, self._stop)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node service failed", service=service.name, retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
+            delay = min(delay * 2, 60.0)
 
     # -- the pod watch ----------------------------------------------------------------------
 
@@ -338,23 +364,45 @@ class NodeAgent:
         return self.pods_dir / uid
 
     def dns_config(self, pod: Mapping[str, Any]) -> dict[str, Any]:
-        """The pod's resolv.conf: the node's, changed by ``dnsConfig`` (only
-        ``dnsConfig`` with ``dnsPolicy: None``). Cluster DNS comes with the DNS plugin."""
+        """The pod's resolv.conf by ``dnsPolicy``, as the kubelet writes it: ``ClusterFirst``
+        (the default; ``Default`` for ``hostNetwork`` pods) and ``ClusterFirstWithHostNet``
+        name the cluster DNS a node service published, search ``<ns>.svc.<domain>
+        svc.<domain> <domain>`` and then the node's domains, with ``ndots:5``; ``Default``
+        is the node's resolv.conf; ``None`` only ``dnsConfig``. ``dnsConfig`` adds
+        nameservers and searches and overrides options by name; at most 3 nameservers and
+        32 search domains are kept. ``{}`` means the node's resolv.conf unchanged."""
         spec = pod.get("spec") or {}
         custom = spec.get("dnsConfig") or {}
-        if spec.get("dnsPolicy") == "None":
+        policy = spec.get("dnsPolicy") or "ClusterFirst"
+        if policy == "ClusterFirst" and spec.get("hostNetwork"):
+            policy = "Default"
+        ctx = self.service_context
+        if policy == "None":
             base: dict[str, list[str]] = {"servers": [], "searches": [], "options": []}
+        elif policy in ("ClusterFirst", "ClusterFirstWithHostNet") and ctx.cluster_dns:
+            namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+            domain = ctx.cluster_domain
+            host = _host_resolv()
+            base = {
+                "servers": list(ctx.cluster_dns),
+                "searches": [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+                + [d for d in host["searches"] if d not in (f"svc.{domain}", domain)],
+                "options": ["ndots:5"],
+            }
         else:
             if not custom:
                 return {}
             base = _host_resolv()
         base["servers"] += list(custom.get("nameservers") or [])
         base["searches"] += list(custom.get("searches") or [])
-        base["options"] += [
-            f"{o['name']}:{o['value']}" if o.get("value") is not None else o["name"]
-            for o in custom.get("options") or []
-            if o.get("name")
-        ]
+        options = {o.split(":", 1)[0]: o for o in base["options"]}
+        for o in custom.get("options") or []:
+            if o.get("name"):
+                value = o.get("value")
+                options[o["name"]] = f"{o['name']}:{value}" if value is not None else o["name"]
+        base["options"] = list(options.values())
+        base["servers"] = base["servers"][:3]
+        base["searches"] = list(dict.fromkeys(base["searches"]))[:32]
         return base
 
     async def setup_volume(
