@@ -23,6 +23,9 @@ from kcore.plugins.scheduler.framework import (
     UNSCHEDULABLE_TAINT,
     CycleState,
     NodeInfo,
+    PodInfo,
+    SpreadConstraint,
+    node_affinity_matcher,
     tolerates,
 )
 
@@ -231,6 +234,77 @@ class InterPodAffinity:
         return None
 
 
+class PodTopologySpread:
+    """The pod's ``DoNotSchedule`` topology spread constraints: placing the pod in a
+    node's domain may not make that domain hold more than ``maxSkew`` matching pods above
+    the emptiest domain (zero while fewer than ``minDomains`` domains exist). A node
+    lacking a constraint's topology label is refused (unresolvably)."""
+
+    name = "PodTopologySpread"
+    MISMATCH = "node(s) didn't match pod topology spread constraints"
+    MISSING_LABEL = MISMATCH + " (missing required label)"
+    unresolvable = frozenset((MISSING_LABEL,))
+
+    def prepare(self, pod: Mapping[str, Any], state: CycleState) -> str | None:
+        info = state.pod_info
+        hard = [c for c in info.spread_constraints if c.hard]
+        if not hard:
+            return SKIP
+        counts = spread_counts(info, hard, state.snapshot.nodes)
+        checks = []
+        for constraint, domains in zip(hard, counts, strict=True):
+            lowest = min(domains.values()) if domains else 0
+            if len(domains) < constraint.min_domains:
+                lowest = 0
+            self_match = 1 if constraint.matches(info, info.namespace) else 0
+            checks.append((constraint, domains, lowest, self_match))
+        state.data[self.name] = checks
+        return None
+
+    def filter(self, pod: Mapping[str, Any], node: NodeInfo, state: CycleState) -> str | None:
+        labels = node.labels
+        for constraint, domains, lowest, self_match in state.data[self.name]:
+            value = labels.get(constraint.topology_key)
+            if value is None:
+                return self.MISSING_LABEL
+            if domains.get(value, 0) + self_match - lowest > constraint.max_skew:
+                return self.MISMATCH
+        return None
+
+
+def spread_counts(
+    info: PodInfo, constraints: list[SpreadConstraint], nodes: Any
+) -> list[dict[str, int]]:
+    """Per constraint, the matching pods in each topology domain, over the nodes that
+    count: they carry every constraint's topology label and pass the constraint's node
+    affinity and taint policies (upstream's PreFilter and PreScore counting)."""
+    affinity = node_affinity_matcher(info)
+    keys = [c.topology_key for c in constraints]
+    counts: list[dict[str, int]] = [{} for _ in constraints]
+    for node in nodes:
+        labels = node.labels
+        if any(k not in labels for k in keys):
+            continue
+        passes_affinity = None
+        tolerated = None
+        for i, constraint in enumerate(constraints):
+            if constraint.honor_affinity:
+                if passes_affinity is None:
+                    passes_affinity = affinity(node)
+                if not passes_affinity:
+                    continue
+            if constraint.honor_taints:
+                if tolerated is None:
+                    tolerated = all(tolerates(info.tolerations, t) for t in node.hard_taints)
+                if not tolerated:
+                    continue
+            value = labels[constraint.topology_key]
+            found = sum(1 for p in node.pods.values() if constraint.matches(p, info.namespace))
+            domain = counts[i]
+            domain[value] = domain.get(value, 0) + found
+    return counts
+
+
 def _domains(snapshot: Any, term: Any, own_key: str) -> set[tuple[str, str]]:
     """The ``(topologyKey, value)`` domains holding a pod that matches ``term``."""
     found: set[tuple[str, str]] = set()
@@ -255,6 +329,7 @@ def default_filters() -> list[Any]:
         NodeAffinity(),
         NodePorts(),
         NodeResourcesFit(),
+        PodTopologySpread(),
         InterPodAffinity(),
     ]
 
@@ -266,6 +341,8 @@ __all__ = [
     "NodePorts",
     "NodeResourcesFit",
     "NodeUnschedulable",
+    "PodTopologySpread",
     "TaintToleration",
     "default_filters",
+    "spread_counts",
 ]

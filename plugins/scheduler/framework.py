@@ -326,6 +326,48 @@ class AffinityTerm:
         return self.selector(pod.labels)
 
 
+class SpreadConstraint:
+    """A ``TopologySpreadConstraint`` of a pod: how many pods matching ``selector`` (in the
+    pod's namespace; ``matchLabelKeys`` folded in with the pod's own values) each domain of
+    ``topology_key`` holds may differ by at most ``max_skew``. ``hard`` for
+    ``DoNotSchedule`` (a filter), else ``ScheduleAnyway`` (a score). Nodes count when they
+    pass the pod's node affinity (``nodeAffinityPolicy: Honor``, the default) and, with
+    ``nodeTaintsPolicy: Honor``, when the pod tolerates their taints."""
+
+    __slots__ = (
+        "hard",
+        "honor_affinity",
+        "honor_taints",
+        "max_skew",
+        "min_domains",
+        "selector",
+        "topology_key",
+    )
+
+    def __init__(self, constraint: Mapping[str, Any], labels: Mapping[str, str]):
+        self.max_skew = int(constraint.get("maxSkew") or 1)
+        self.topology_key: str = constraint.get("topologyKey") or ""
+        self.hard = (constraint.get("whenUnsatisfiable") or "DoNotSchedule") == "DoNotSchedule"
+        selector = constraint.get("labelSelector")
+        keys = [k for k in constraint.get("matchLabelKeys") or () if k in labels]
+        if selector is not None and keys:
+            selector = dict(selector)
+            selector["matchLabels"] = {
+                **(selector.get("matchLabels") or {}),
+                **{k: labels[k] for k in keys},
+            }
+        self.selector = label_selector_matcher(selector)
+        self.min_domains = int(constraint.get("minDomains") or 1)
+        self.honor_affinity = (constraint.get("nodeAffinityPolicy") or "Honor") == "Honor"
+        self.honor_taints = (constraint.get("nodeTaintsPolicy") or "Ignore") == "Honor"
+
+    def matches(self, pod: PodInfo, namespace: str) -> bool:
+        """Whether a placed pod counts for this constraint (terminating pods do not)."""
+        if pod.namespace != namespace or (pod.pod.get("metadata") or {}).get("deletionTimestamp"):
+            return False
+        return self.selector(pod.labels)
+
+
 def _host_ports(spec: Mapping[str, Any]) -> tuple[tuple[str, str, int], ...]:
     ports = []
     for key in ("initContainers", "containers"):
@@ -362,11 +404,13 @@ class PodInfo:
         "pod",
         "ports",
         "preemption_policy",
+        "preferred_affinity_terms",
         "preferred_node_terms",
         "priority",
         "requests",
         "required_node_terms",
         "scheduler_name",
+        "spread_constraints",
         "tolerations",
         "uid",
     )
@@ -413,11 +457,41 @@ class PodInfo:
             "requiredDuringSchedulingIgnoredDuringExecution"
         )
         self.affinity_terms = tuple(AffinityTerm(t, self.namespace) for t in pod_affinity or ())
+        preferred: list[tuple[int, AffinityTerm]] = []
+        for kind, sign in (("podAffinity", 1), ("podAntiAffinity", -1)):
+            for weighted in (affinity.get(kind) or {}).get(
+                "preferredDuringSchedulingIgnoredDuringExecution"
+            ) or ():
+                term = weighted.get("podAffinityTerm") or {}
+                weight = sign * int(weighted.get("weight") or 0)
+                if weight:
+                    preferred.append((weight, AffinityTerm(term, self.namespace)))
+        self.preferred_affinity_terms: tuple[tuple[int, AffinityTerm], ...] = tuple(preferred)
+        """Preferred pod affinity (positive weight) and anti-affinity (negative)."""
+        self.spread_constraints = tuple(
+            SpreadConstraint(c, self.labels) for c in spec.get("topologySpreadConstraints") or ()
+        )
         self.ports = _host_ports(spec)
         self.images = tuple(c.get("image") for c in spec.get("containers") or () if c.get("image"))
 
     def __repr__(self) -> str:
         return f"PodInfo({self.key})"
+
+
+def node_affinity_matcher(info: PodInfo) -> Callable[[NodeInfo], bool]:
+    """Whether a node passes the pod's nodeSelector and required node affinity (the nodes
+    whose pods count for spreading, upstream's ``nodeAffinityPolicy: Honor``)."""
+    if not info.node_selector and info.required_node_terms is None:
+        return lambda node: True
+
+    def matches(node: NodeInfo) -> bool:
+        labels = node.labels
+        if any(labels.get(k) != v for k, v in info.node_selector.items()):
+            return False
+        terms = info.required_node_terms
+        return terms is None or any(term(labels, node.name) for term in terms)
+
+    return matches
 
 
 # -- nodes -------------------------------------------------------------------------------
@@ -600,7 +674,9 @@ __all__ = [
     "NodeInfo",
     "PodInfo",
     "Resources",
+    "SpreadConstraint",
     "label_selector_matcher",
+    "node_affinity_matcher",
     "node_selector_term_matcher",
     "normalized_image",
     "pod_requests",

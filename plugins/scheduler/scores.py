@@ -21,6 +21,7 @@ from kcore.plugins.scheduler.framework import (
     SKIP,
     CycleState,
     NodeInfo,
+    node_affinity_matcher,
     normalized_image,
     tolerates,
 )
@@ -180,6 +181,8 @@ class PodTopologySpread:
 
     def prepare(self, pod: Mapping[str, Any], state: CycleState) -> str | None:
         info = state.pod_info
+        if info.spread_constraints:
+            return self._prepare_explicit(state)
         if not info.owner_uid or len(state.feasible) < 2:
             return SKIP
         owner = info.owner_uid
@@ -188,7 +191,7 @@ class PodTopologySpread:
         zone_weight = 0.0
         if state.snapshot.zoned_nodes:
             zone_counts = {}
-            affinity = _node_affinity(info)
+            affinity = node_affinity_matcher(info)
             for node in state.snapshot.nodes:
                 if node.zone is None or not affinity(node):
                     continue
@@ -200,6 +203,23 @@ class PodTopologySpread:
         state.data[self.name] = (owner, host_weight, zone_counts, zone_weight)
         return None
 
+    def _prepare_explicit(self, state: CycleState) -> str | None:
+        """The pod's own ``ScheduleAnyway`` constraints replace the system defaults
+        (``DoNotSchedule`` ones are the filter's)."""
+        from kcore.plugins.scheduler.filters import spread_counts
+
+        soft = [c for c in state.pod_info.spread_constraints if not c.hard]
+        if not soft or len(state.feasible) < 2:
+            return SKIP
+        counts = spread_counts(state.pod_info, soft, state.snapshot.nodes)
+        weights = []
+        for constraint in soft:
+            key = constraint.topology_key
+            domains = {n.labels[key] for n in state.feasible if key in n.labels}
+            weights.append(math.log(len(domains) + 2))
+        state.data[self.name] = ("explicit", soft, counts, weights)
+        return None
+
     def score(self, pod: Mapping[str, Any], node: NodeInfo, state: CycleState) -> int:
         return self.score_nodes(pod, [node], state)[0]
 
@@ -207,6 +227,8 @@ class PodTopologySpread:
         self, pod: Mapping[str, Any], nodes: Sequence[NodeInfo], state: CycleState
     ) -> list[int]:
         """The scores of many nodes at once (what the scheduler calls)."""
+        if state.data[self.name][0] == "explicit":
+            return self._score_explicit(nodes, state)
         owner, host_weight, zone_counts, zone_weight = state.data[self.name]
         host_base = self.HOSTNAME_MAX_SKEW - 1
         if zone_counts is None:
@@ -220,8 +242,35 @@ class PodTopologySpread:
             out.append(round(score))
         return out
 
+    def _score_explicit(self, nodes: Sequence[NodeInfo], state: CycleState) -> list[int]:
+        _, soft, counts, weights = state.data[self.name]
+        out = []
+        for node in nodes:
+            labels = node.labels
+            if any(c.topology_key not in labels for c in soft):
+                out.append(-1)  # ignored: scores 0 after normalizing, as upstream
+                continue
+            total = 0.0
+            for constraint, domains, weight in zip(soft, counts, weights, strict=True):
+                found = domains.get(labels[constraint.topology_key], 0)
+                total += found * weight + constraint.max_skew - 1
+            out.append(round(total))
+        return out
+
     def normalize(self, pod: Mapping[str, Any], scores: list[int], state: CycleState) -> None:
         if not scores:
+            return
+        ignored = [i for i, score in enumerate(scores) if score < 0]
+        if ignored:
+            counted = [s for s in scores if s >= 0]
+            if not counted:
+                scores[:] = [0] * len(scores)
+                return
+            for i in ignored:
+                scores[i] = max(counted)
+            self.normalize(pod, scores, state)
+            for i in ignored:
+                scores[i] = 0
             return
         highest, lowest = max(scores), min(scores)
         if highest == 0:
@@ -231,20 +280,49 @@ class PodTopologySpread:
             scores[i] = MAX_NODE_SCORE * (highest + lowest - score) // highest
 
 
-def _node_affinity(info: Any) -> Any:
-    """Whether a node passes the pod's nodeSelector and required node affinity (the nodes
-    whose pods count, upstream's ``nodeAffinityPolicy: Honor``)."""
-    if not info.node_selector and info.required_node_terms is None:
-        return lambda node: True
+class InterPodAffinityPreferred:
+    """Preferred pod affinity and anti-affinity: each placed pod matching one of the pod's
+    weighted terms adds (affinity) or takes away (anti-affinity) the term's weight for
+    every node in its topology domain; the sums are scaled to 0..100 between the lowest
+    and highest node, as upstream's InterPodAffinity score."""
 
-    def matches(node: NodeInfo) -> bool:
+    name = "InterPodAffinity"
+    weight = 2
+
+    def prepare(self, pod: Mapping[str, Any], state: CycleState) -> str | None:
+        info = state.pod_info
+        terms = info.preferred_affinity_terms
+        if not terms or len(state.feasible) < 2:
+            return SKIP
+        domains: dict[tuple[str, str], int] = {}
+        for node in state.snapshot.nodes:
+            labels = node.labels
+            for key, other in node.pods.items():
+                if key == info.key:
+                    continue
+                for weight, term in terms:
+                    value = labels.get(term.topology_key)
+                    if value is not None and term.matches(other):
+                        domain = (term.topology_key, value)
+                        domains[domain] = domains.get(domain, 0) + weight
+        if not domains:
+            return SKIP
+        keys = tuple({term.topology_key for _, term in terms})
+        state.data[self.name] = (domains, keys)
+        return None
+
+    def score(self, pod: Mapping[str, Any], node: NodeInfo, state: CycleState) -> int:
+        domains, keys = state.data[self.name]
         labels = node.labels
-        if any(labels.get(k) != v for k, v in info.node_selector.items()):
-            return False
-        terms = info.required_node_terms
-        return terms is None or any(term(labels, node.name) for term in terms)
+        return sum(domains.get((k, labels[k]), 0) for k in keys if k in labels)
 
-    return matches
+    def normalize(self, pod: Mapping[str, Any], scores: list[int], state: CycleState) -> None:
+        if not scores:
+            return
+        lowest, highest = min(scores), max(scores)
+        spread = highest - lowest
+        for i, score in enumerate(scores):
+            scores[i] = MAX_NODE_SCORE * (score - lowest) // spread if spread > 0 else 0
 
 
 class ImageLocality:
@@ -284,6 +362,7 @@ def default_scores() -> list[Any]:
         NodeAffinityPreferred(),
         LeastAllocated(),
         PodTopologySpread(),
+        InterPodAffinityPreferred(),
         BalancedAllocation(),
         ImageLocality(),
     ]
@@ -292,6 +371,7 @@ def default_scores() -> list[Any]:
 __all__ = [
     "BalancedAllocation",
     "ImageLocality",
+    "InterPodAffinityPreferred",
     "LeastAllocated",
     "NodeAffinityPreferred",
     "PodTopologySpread",

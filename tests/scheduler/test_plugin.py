@@ -60,6 +60,7 @@ def test_the_plugin_contributes_the_scheduler_and_its_steps():
         "NodeAffinity",
         "NodePorts",
         "NodeResourcesFit",
+        "PodTopologySpread",
         "InterPodAffinity",
     ]
     assert all(isinstance(f, FilterStep) for f in filters)
@@ -85,7 +86,7 @@ def test_steps_from_every_plugin_come_through_ctx_extra():
     filters, scores = scheduler.steps(ctx)
     assert [f.name for f in filters][-1] == "Team"
     assert [s.name for s in scores][-1] == "Favourite"
-    assert len(filters) == 8
+    assert len(filters) == 9
 
 
 async def test_third_party_steps_change_decisions(cluster):

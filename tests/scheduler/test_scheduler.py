@@ -251,3 +251,30 @@ async def test_pods_pending_before_the_scheduler_starts(cluster):
         assert cache.node("a").requested.cpu + cache.node("b").requested.cpu == 2000
     assert scheduler.metrics.scheduled == 20
     assert scheduler.metrics.attempts == 20
+
+
+async def test_topology_spread_constraint_balances_zones(cluster):
+    zone = "topology.kubernetes.io/zone"
+    # Zone a has two nodes, zone b one: the resource scores would favour zone a.
+    await cluster.create(
+        node("a1", labels={zone: "a"}),
+        node("a2", labels={zone: "a"}),
+        node("b1", labels={zone: "b"}),
+    )
+    constraint = {
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": zone,
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": "web"}},
+            }
+        ]
+    }
+    async with cluster.scheduler():
+        for i in range(6):
+            await cluster.create(pod(f"web-{i}", labels={"app": "web"}, spec=constraint))
+            await cluster.node_of(f"web-{i}")
+        placed = [await cluster.node_of(f"web-{i}") for i in range(6)]
+    zones = Counter(name[0] for name in placed)
+    assert zones == {"a": 3, "b": 3}
