@@ -19,6 +19,15 @@ controller, add its module next to the others and name it in :data:`CONTROLLER_M
 * :mod:`.garbagecollector`: ownerReferences: Background, Foreground and Orphan deletion,
   dangling references, several owners.
 * :mod:`.namespace`: a deleted namespace is emptied, then finalized (``/finalize``).
+* :mod:`.csr`: CertificateSigningRequests: node client requests from bootstrap tokens
+  approved, approved client requests signed with the cluster CA.
+* :mod:`.nodeipam`: a pod CIDR per Node out of ``--cluster-cidr``
+  (``--allocate-node-cidrs``, ``--node-cidr-mask-size``).
+* :mod:`.podgc`: pods of deleted Nodes, unscheduled terminating pods, pods of
+  out-of-service Nodes, terminated pods above ``--terminated-pod-gc-threshold``.
+* :mod:`.endpoints` and :mod:`.endpointslice`: v1 Endpoints and discovery.k8s.io/v1
+  EndpointSlices of each Service with a selector, from the pods it selects (readiness,
+  named target ports, terminating pods, slices of at most 100 endpoints).
 """
 
 from __future__ import annotations
@@ -30,12 +39,17 @@ import click
 from kcore import Settings, hookimpl
 from kcore.plugins.controllers import (
     cronjob,
+    csr,
     daemonset,
     deployment,
+    endpoints,
+    endpointslice,
     garbagecollector,
     job,
     namespace,
+    nodeipam,
     nodelifecycle,
+    podgc,
     replicaset,
 )
 
@@ -48,6 +62,11 @@ CONTROLLER_MODULES = (
     cronjob,
     garbagecollector,
     namespace,
+    podgc,
+    csr,
+    nodeipam,
+    endpoints,
+    endpointslice,
 )
 
 
@@ -74,6 +93,29 @@ def kcore_add_options() -> list[click.Option]:
             envvar="KCORE_POD_EVICTION_TIMEOUT",
             help="controllers: how long pods without their own not-ready/unreachable "
             "toleration stay on such a node before they are evicted (default 300).",
+        ),
+        click.Option(
+            ["--terminated-pod-gc-threshold"],
+            type=int,
+            metavar="N",
+            envvar="KCORE_TERMINATED_POD_GC_THRESHOLD",
+            help="controllers: delete the oldest terminated pods above this many "
+            "(default 12500; 0: never).",
+        ),
+        click.Option(
+            ["--allocate-node-cidrs"],
+            is_flag=True,
+            default=None,
+            envvar="KCORE_ALLOCATE_NODE_CIDRS",
+            help="controllers: give every Node a pod CIDR out of --cluster-cidr "
+            "(kcore init turns it on).",
+        ),
+        click.Option(
+            ["--node-cidr-mask-size"],
+            type=int,
+            metavar="BITS",
+            envvar="KCORE_NODE_CIDR_MASK_SIZE",
+            help="controllers: the prefix length of each Node's pod CIDR (default 24).",
         ),
     ]
 

@@ -36,8 +36,8 @@ Two controllers, as Kubernetes' ``pkg/controller/nodelifecycle`` and
     ``DisruptionTarget`` condition (``DeletionByTaintManager``), and, when its node is
     unreachable, ``status.reason: NodeLost`` (so kubectl shows it ``Unknown`` while it
     is Terminating); event ``TaintManagerEviction``. Pods stay Terminating until their
-    node's agent comes back and finishes the deletion (there is no pod garbage collector
-    for pods of deleted Nodes yet).
+    node's agent comes back and finishes the deletion, or the Node is deleted (then the
+    pod garbage collector, :mod:`.podgc`, removes them).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from kcore.controllers import (
     pod_condition,
 )
 from kcore.errors import Conflict, KcoreError, NotFound
+from kcore.pods.tolerations import with_default_tolerations
 
 log = structlog.get_logger("kcore.plugins.controllers.nodelifecycle")
 
@@ -137,28 +138,6 @@ def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]
         if (toleration.get("value") or "") == (taint.get("value") or ""):
             return True
     return False
-
-
-def with_default_tolerations(
-    tolerations: Sequence[Mapping[str, Any]], seconds: float
-) -> list[Mapping[str, Any]]:
-    """``tolerations`` plus the ``not-ready`` / ``unreachable`` ``NoExecute`` ones that the
-    DefaultTolerationSeconds admission adds when a pod has none (``Exists``, ``seconds``)."""
-    out = list(tolerations)
-    for key in NO_EXECUTE_TAINTS:
-        if not any(
-            (t.get("key") or "") in (key, "") and (t.get("effect") or "") in ("NoExecute", "")
-            for t in tolerations
-        ):
-            out.append(
-                {
-                    "key": key,
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": int(seconds),
-                }
-            )
-    return out
 
 
 def eviction_delay(
