@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "volumes",
     "controllers",
     "scheduler",
+    "dns",
 )
 
 

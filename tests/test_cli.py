@@ -46,6 +46,7 @@ def test_plugins_json_lists_the_embedded_defaults_in_their_slots():
         "volumes",
         "controllers",
         "scheduler",
+        "dns",
     ]
     assert entries["store_sqlite"]["slots"] == ["store"]
     assert "kcore_store" in entries["store_sqlite"]["hooks"]
@@ -55,13 +56,14 @@ def test_plugins_json_lists_the_embedded_defaults_in_their_slots():
     assert "kcore_volume_sources" in entries["volumes"]["hooks"]
     assert "kcore_controllers" in entries["controllers"]["hooks"]
     assert "kcore_scheduler_filters" in entries["scheduler"]["hooks"]
+    assert "kcore_node_services" in entries["dns"]["hooks"]
     assert entries["store_sqlite"]["version"]
 
 
 def test_plugins_table():
     proc = kcore("plugins")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0].split() == ["NAME", "VERSION", "SLOTS", "HOOKS"]
+    assert proc.stdout.splitlines()[0].split() == ["NAME", "VERSION", "SLOTS", "SUITES", "HOOKS"]
     assert "store_sqlite" in proc.stdout
 
 

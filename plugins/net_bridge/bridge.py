@@ -11,6 +11,8 @@ import contextlib
 import errno
 import os
 import shutil
+import socket
+import struct
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +109,12 @@ class BridgeNetwork:
             nft=self._nft.via if self._nft else None,
         )
         return self
+
+    @property
+    def node_address(self) -> str:
+        """The node's address on the pod network (the gateway): node-local services, such
+        as cluster DNS, listen there."""
+        return str(self.config.gateway)
 
     # -- worker threads ----------------------------------------------------------------------
 
@@ -322,6 +330,7 @@ class BridgeNetwork:
                     ) from None
             self._add_veth(uid, veth, ns_fd, netns_path)
             created = True
+            set_hairpin(host, veth)
             eth0 = pod.link(POD_INTERFACE)
             if eth0 is None:
                 raise PermanentError(f"{POD_INTERFACE} vanished from {netns_path}")
@@ -413,6 +422,7 @@ class BridgeNetwork:
             for veth in veths:
                 with contextlib.suppress(OSError):
                     self._host.set_master(veth, self._bridge_index)
+                    set_hairpin(self._host, veth)
             log.warning("bridge made again", plugin="net_bridge", bridge=cfg.bridge_name)
             return True
 
@@ -638,6 +648,21 @@ def open_netns(path: str) -> int:
         raise NotFound(f"network namespace {path} does not exist") from None
     except OSError as exc:
         raise PermanentError(f"cannot open network namespace {path}: {exc}") from exc
+
+
+def set_hairpin(rtnl: Rtnl, veth: str) -> None:
+    """Let the bridge send a frame back out of the port it came from. With br_netfilter
+    loaded, a pod's packet to a Service that is DNAT-ed to that same pod is bridged, not
+    routed, back to its port; without hairpin mode the bridge drops it (the kubelet's
+    ``--hairpin-mode=hairpin-veth``, CNI bridge's ``hairpinMode``). One RTM_SETLINK of
+    family AF_BRIDGE with IFLA_PROTINFO { IFLA_BRPORT_MODE = 1 }."""
+    link = rtnl.link(veth)
+    if link is None:
+        raise PermanentError(f"{veth} vanished")
+    mode = struct.pack("=HHB3x", 5, 4, 1)  # IFLA_BRPORT_MODE, u8, padded
+    protinfo = struct.pack("=HH", 4 + len(mode), 12 | 0x8000) + mode  # IFLA_PROTINFO, nested
+    body = struct.pack("=BxHiII", socket.AF_BRIDGE, 0, link[0], 0, 0) + protinfo
+    rtnl.request(19, 0, body, f"hairpin mode on {veth}")  # RTM_SETLINK
 
 
 def copy_answer(answer: Mapping[str, Any]) -> dict[str, Any]:
