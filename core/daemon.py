@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import socket
 from dataclasses import dataclass
@@ -21,9 +22,17 @@ from kcore.apiserver.namespace_defaults import (
 )
 from kcore.apiserver.objects import ObjectStore
 from kcore.apiserver.server import APIServer
+from kcore.apiserver.services import (
+    DEFAULT_SERVICE_CLUSTER_IP_RANGE,
+    DEFAULT_SERVICE_NODE_PORT_RANGE,
+    ServiceAllocator,
+    maintain_services,
+    reconcile_services,
+)
 from kcore.apiserver.tokens import TokenIssuer
 from kcore.errors import AlreadyExists
 from kcore.plugin_host import PluginHost
+from kcore.pods.tolerations import DEFAULT_TOLERATION_SECONDS
 from kcore.settings import Settings
 
 log = structlog.get_logger("kcore.daemon")
@@ -44,6 +53,17 @@ class DaemonOptions:
     """The node's name (default: the host name)."""
     controllers: bool = True
     """Run the controller manager (the loaded plugins' controllers, under leader election)."""
+    node_ip: str | None = None
+    """The node's InternalIP (default: the address of the default route's interface)."""
+    pod_cidr_from_api: bool = False
+    """Register the Node first and build the pod network on the pod CIDR the control plane
+    gives it (also when ``--allocate-node-cidrs`` is on), unless ``--pod-cidr`` is set."""
+    on_ready: Any = None
+    """``async (objects, url, pki)`` called once the API server serves (``kcore init``)."""
+    service_cluster_ip_range: str = DEFAULT_SERVICE_CLUSTER_IP_RANGE
+    """The CIDR Service cluster IPs come from (``--service-cluster-ip-range``)."""
+    service_node_port_range: str = DEFAULT_SERVICE_NODE_PORT_RANGE
+    """The ports NodePort Services get (``--service-node-port-range``)."""
 
 
 async def compact_forever(store, interval: float) -> None:
@@ -75,6 +95,16 @@ async def bootstrap(objects: ObjectStore, *, ca_pem: bytes | None = None) -> Non
         await ensure_namespace_defaults(objects, name, ca_pem=ca_pem)
 
 
+def _endpoint_address(bind_address: str) -> str:
+    """The address the ``kubernetes`` Service's endpoints name: the bound one, or for a
+    wildcard bind the address of the host's default route."""
+    if bind_address in ("0.0.0.0", "::", ""):
+        from kcore.netinfo import primary_address
+
+        return primary_address()[1]
+    return bind_address
+
+
 def _advertised_host(bind_address: str) -> str:
     if bind_address in ("0.0.0.0", "::", ""):
         return "127.0.0.1"
@@ -91,9 +121,17 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
     runner: web.AppRunner | None = None
     node: Node | None = None
     defaults: asyncio.Future[None] | None = None
+    services: asyncio.Future[None] | None = None
     manager: ControllerManagerHandle | None = None
     try:
-        objects = ObjectStore(store)
+        allocator = ServiceAllocator(
+            store,
+            cluster_ip_range=options.service_cluster_ip_range,
+            node_port_range=options.service_node_port_range,
+        )
+        # DefaultTolerationSeconds follows the eviction timeout the controllers were given.
+        seconds = settings.option("pod_eviction_timeout", DEFAULT_TOLERATION_SECONDS)
+        objects = ObjectStore(store, services=allocator, toleration_seconds=float(seconds))
         advertised = _advertised_host(options.bind_address)
         pki = ensure_pki(data_dir, hosts=[advertised, options.bind_address, socket.gethostname()])
         await bootstrap(objects, ca_pem=pki.ca_pem)
@@ -107,12 +145,19 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
         )
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        endpoint = _endpoint_address(options.bind_address)
+        await reconcile_services(objects, port=port, address=endpoint)
+        services = asyncio.ensure_future(maintain_services(objects, port=port, address=endpoint))
         url = f"https://{advertised}:{port}"
         kubeconfig = options.kubeconfig or data_dir / "admin.kubeconfig"
         write_kubeconfig(kubeconfig, server=url, ca_pem=pki.ca_pem, token=pki.token)
         log.info("api server listening", url=url, kubeconfig=str(kubeconfig))
         print(f"kcore API server listening on {url}", flush=True)
         print(f"export KUBECONFIG={kubeconfig}", flush=True)
+        if options.on_ready is not None:
+            await options.on_ready(objects, url, pki)
+        if options.controllers:
+            manager = start_controller_manager(host, settings, objects, issuer)
         if options.node_agent:
             from kcore.client import ApiClient
             from kcore.client.inprocess import InProcessTransport
@@ -127,8 +172,6 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
                 api=in_process,
                 scheduler=not (options.controllers and _has_scheduler(host, settings)),
             )
-        if options.controllers:
-            manager = start_controller_manager(host, settings, objects, issuer)
         compactor = (
             asyncio.ensure_future(compact_forever(store, options.compaction_interval))
             if options.compaction_interval > 0
@@ -155,10 +198,11 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
             await node.close()
         if runner is not None:
             await runner.cleanup()
-        if defaults is not None:
-            defaults.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await defaults
+        for task in (defaults, services):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await store.close()
 
 
@@ -256,9 +300,18 @@ async def start_node(
     try:
         node.client = api if api is not None else ApiClient.from_kubeconfig(kubeconfig)
         node.backend = await host.runtime(settings)
-        if any(SLOT_HOOKS["network"] in host.hooks_of(n) for n in host.names):
-            node.network = await host.network(settings)
         name = options.node_name or default_node_name()
+        if any(SLOT_HOOKS["network"] in host.hooks_of(n) for n in host.names):
+            if settings.option("pod_cidr") is None and (
+                options.pod_cidr_from_api or settings.option("allocate_node_cidrs")
+            ):
+                from kcore.cluster import await_pod_cidr
+
+                cidr = await await_pod_cidr(node.client, name)
+                settings = dataclasses.replace(
+                    settings, options={**settings.options, "pod_cidr": cidr}
+                )
+            node.network = await host.network(settings)
         node.agent = NodeAgent(
             node.client,
             node.backend,
@@ -266,6 +319,7 @@ async def start_node(
             data_dir=Path(settings.data_dir),
             network=node.network,
             volume_sources=host.volume_sources(settings),
+            node_ip=options.node_ip,
             pod_cidr=_pod_cidr(node.network),
             node_services=host.node_services(settings),
             settings=settings,
@@ -296,12 +350,20 @@ def _pod_cidr(network: Any) -> str | None:
 
 
 async def serve_node(
-    host: PluginHost, settings: Settings, kubeconfig: Path, node_name: str | None
+    host: PluginHost,
+    settings: Settings,
+    kubeconfig: Path,
+    node_name: str | None,
+    *,
+    node_ip: str | None = None,
+    pod_cidr_from_api: bool = False,
 ) -> None:
     """A node agent alone, against the API server ``kubeconfig`` names (over HTTPS), until
     SIGTERM or SIGINT. Its pods keep running when it stops."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    options = DaemonOptions(node_name=node_name)
+    options = DaemonOptions(
+        node_name=node_name, node_ip=node_ip, pod_cidr_from_api=pod_cidr_from_api
+    )
     node = await start_node(host, settings, options, kubeconfig, None, scheduler=False)
     print(f"kcore node agent running as node {node.agent.node_name}", flush=True)
     try:

@@ -74,6 +74,7 @@ def remove_host_objects(names: Names) -> None:
             sh("ip", "link", "del", link["ifname"], check=False)
     sh("ip", "link", "del", names.bridge, check=False)
     sh("nft", "delete", "table", "ip", names.table, check=False)
+    sh("nft", "delete", "table", "ip", f"{names.table}_svc", check=False)  # the service proxy
     for cidr in (names.cluster, names.service):
         sh("ip", "route", "del", "unreachable", str(cidr), "metric", "4242", check=False)
 

@@ -11,17 +11,21 @@ The path of every object through the API server, in order::
 names, subresources) and drives discovery. Submodules hold the types by group and
 version: :mod:`~kcore.api.meta`, :mod:`~kcore.api.core_v1`, :mod:`~kcore.api.apps_v1`,
 :mod:`~kcore.api.batch_v1`, :mod:`~kcore.api.coordination_v1`,
-:mod:`~kcore.api.events_v1`, :mod:`~kcore.api.autoscaling_v1`,
-:mod:`~kcore.api.authentication_v1`.
+:mod:`~kcore.api.events_v1`, :mod:`~kcore.api.discovery_v1`, :mod:`~kcore.api.autoscaling_v1`,
+:mod:`~kcore.api.authentication_v1`, :mod:`~kcore.api.certificates_v1`,
+:mod:`~kcore.api.apiextensions_v1` (CustomResourceDefinition: its resources are served
+as plain dicts, see :mod:`kcore.apiserver.crd`).
 """
 
 from __future__ import annotations
 
 from kcore.api import registry
-from kcore.api.apps_v1 import DaemonSet, Deployment, ReplicaSet
+from kcore.api.apiextensions_v1 import CustomResourceDefinition
+from kcore.api.apps_v1 import ControllerRevision, DaemonSet, Deployment, ReplicaSet
 from kcore.api.authentication_v1 import TokenRequest
 from kcore.api.autoscaling_v1 import Scale
 from kcore.api.batch_v1 import CronJob, Job
+from kcore.api.certificates_v1 import CertificateSigningRequest
 from kcore.api.codec import (
     clone,
     decode,
@@ -50,6 +54,7 @@ from kcore.api.core_v1 import (
     Volume,
 )
 from kcore.api.defaults import apply_defaults, generate_job_selector, qos_class
+from kcore.api.discovery_v1 import EndpointSlice
 from kcore.api.meta import (
     Condition,
     DeleteOptions,
@@ -71,13 +76,17 @@ from kcore.api.validation import validate, validate_update, validation_errors
 
 __all__ = [
     "Binding",
+    "CertificateSigningRequest",
     "Condition",
     "ConfigMap",
     "Container",
+    "ControllerRevision",
     "CronJob",
+    "CustomResourceDefinition",
     "DaemonSet",
     "DeleteOptions",
     "Deployment",
+    "EndpointSlice",
     "Endpoints",
     "Event",
     "Job",

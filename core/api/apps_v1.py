@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -158,7 +158,20 @@ class DaemonSet(TypedObject):
     status: DaemonSetStatus = msgspec.field(default_factory=DaemonSetStatus)
 
 
+class ControllerRevision(TypedObject):
+    """An immutable snapshot of a controller's template (DaemonSet and StatefulSet
+    history): ``data`` is the state (for a DaemonSet, a strategic merge patch replacing
+    ``spec.template``), ``revision`` its number in the owner's history."""
+
+    API_VERSION: ClassVar[str] = "apps/v1"
+    KIND: ClassVar[str] = "ControllerRevision"
+
+    data: Any = None
+    revision: int = 0
+
+
 __all__ = [
+    "ControllerRevision",
     "DaemonSet",
     "DaemonSetCondition",
     "DaemonSetSpec",

@@ -16,7 +16,7 @@ import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kcore.api import apps_v1, batch_v1, core_v1
+from kcore.api import apps_v1, batch_v1, core_v1, discovery_v1
 from kcore.api.meta import LabelSelector
 from kcore.api.quantity import parse_quantity
 
@@ -207,10 +207,13 @@ def _default_service(svc: core_v1.Service) -> None:
         spec.session_affinity = "None"
     if spec.session_affinity == "None":
         spec.session_affinity_config = None
-    elif spec.session_affinity == "ClientIP" and spec.session_affinity_config is None:
-        spec.session_affinity_config = {
-            "clientIP": {"timeoutSeconds": DEFAULT_SESSION_AFFINITY_TIMEOUT}
-        }
+    elif spec.session_affinity == "ClientIP":
+        config = spec.session_affinity_config
+        client_ip = config.get("clientIP") if isinstance(config, dict) else None
+        if not isinstance(client_ip, dict) or client_ip.get("timeoutSeconds") is None:
+            spec.session_affinity_config = {
+                "clientIP": {"timeoutSeconds": DEFAULT_SESSION_AFFINITY_TIMEOUT}
+            }
     if spec.type is None:
         spec.type = "ClusterIP"
     for port in spec.ports:
@@ -231,6 +234,14 @@ def _default_endpoints(ep: core_v1.Endpoints) -> None:
         for port in subset.ports:
             if port.protocol is None:
                 port.protocol = "TCP"
+
+
+def _default_endpoint_slice(eps: discovery_v1.EndpointSlice) -> None:
+    for port in eps.ports:
+        if port.name is None:
+            port.name = ""
+        if port.protocol is None:
+            port.protocol = "TCP"
 
 
 # --------------------------------------------------------------------------- workloads
@@ -366,6 +377,7 @@ _DEFAULTERS: dict[type, Callable[[Any], None]] = {
     core_v1.Pod: _default_pod,
     core_v1.Service: _default_service,
     core_v1.Endpoints: _default_endpoints,
+    discovery_v1.EndpointSlice: _default_endpoint_slice,
     core_v1.Secret: _default_secret,
     core_v1.Namespace: _default_namespace,
     core_v1.Node: _default_node,

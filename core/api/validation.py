@@ -25,7 +25,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from kcore.api import apps_v1, batch_v1, coordination_v1, core_v1, events_v1, registry
+from kcore.api import (
+    apps_v1,
+    batch_v1,
+    certificates_v1,
+    coordination_v1,
+    core_v1,
+    discovery_v1,
+    events_v1,
+    registry,
+)
 from kcore.api.meta import LabelSelector, ObjectMeta
 from kcore.api.quantity import QUANTITY_ERROR, parse_quantity
 from kcore.errors import FieldError, Invalid
@@ -1307,6 +1316,8 @@ def _validate_cron_job(obj: batch_v1.CronJob, errs: ErrorList) -> None:
 # --------------------------------------------------------------------------- other kinds
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+SERVICE_IP_FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
+MAX_SESSION_AFFINITY_TIMEOUT = 86400
 
 
 def _validate_service(obj: core_v1.Service, errs: ErrorList) -> None:
@@ -1334,9 +1345,19 @@ def _validate_service(obj: core_v1.Service, errs: ErrorList) -> None:
             errs.check(f"spec.clusterIPs[{i}]", ip, is_ip(ip))
     if spec.cluster_ips and spec.cluster_ip and spec.cluster_ips[0] != spec.cluster_ip:
         errs.invalid("spec.clusterIPs", spec.cluster_ips, "first value must match `clusterIP`")
+    node_ports_allowed = spec.type in ("NodePort", "LoadBalancer")
+    if headless and node_ports_allowed:
+        errs.invalid(
+            "spec.clusterIPs[0]", "None", f"may not be set to 'None' for {spec.type} services"
+        )
+    errs.one_of("spec.ipFamilyPolicy", spec.ip_family_policy, SERVICE_IP_FAMILY_POLICIES)
+    for i, family in enumerate(spec.ip_families):
+        errs.one_of(f"spec.ipFamilies[{i}]", family, ("IPv4", "IPv6"))
+        if family in spec.ip_families[:i]:
+            errs.duplicate(f"spec.ipFamilies[{i}]", family)
     names: set[str] = set()
     seen: set[tuple[int, str]] = set()
-    node_ports_allowed = spec.type in ("NodePort", "LoadBalancer")
+    node_ports: set[tuple[int, str]] = set()
     for i, port in enumerate(spec.ports):
         p = f"spec.ports[{i}]"
         if not port.name:
@@ -1364,7 +1385,12 @@ def _validate_service(obj: core_v1.Service, errs: ErrorList) -> None:
                     f"{p}.nodePort", f"may not be used when `type` is '{spec.type or 'ClusterIP'}'"
                 )
             errs.check(f"{p}.nodePort", port.node_port, is_valid_port_num(port.node_port))
+            node_port = (port.node_port, port.protocol or "TCP")
+            if node_port in node_ports:
+                errs.duplicate(f"{p}.nodePort", port.node_port)
+            node_ports.add(node_port)
     errs.one_of("spec.sessionAffinity", spec.session_affinity, ("None", "ClientIP"))
+    _validate_session_affinity_config(spec, errs)
     validate_labels(spec.selector, "spec.selector", errs)
     errs.one_of("spec.externalTrafficPolicy", spec.external_traffic_policy, ("Cluster", "Local"))
     if spec.external_traffic_policy is not None and not node_ports_allowed:
@@ -1376,6 +1402,35 @@ def _validate_service(obj: core_v1.Service, errs: ErrorList) -> None:
     errs.one_of("spec.internalTrafficPolicy", spec.internal_traffic_policy, ("Cluster", "Local"))
     for i, ip in enumerate(spec.external_ips):
         errs.check(f"spec.externalIPs[{i}]", ip, is_ip(ip))
+
+
+def _validate_session_affinity_config(spec: core_v1.ServiceSpec, errs: ErrorList) -> None:
+    path = "spec.sessionAffinityConfig"
+    config = spec.session_affinity_config
+    if spec.session_affinity == "None" and config is not None:
+        errs.forbidden(path, "must not be set when session affinity is None")
+    if spec.session_affinity != "ClientIP":
+        return
+    when = "when session affinity type is ClientIP"
+    client_ip = config.get("clientIP") if isinstance(config, dict) else None
+    if config is None:
+        errs.required(path, when)
+    elif not isinstance(client_ip, dict):
+        errs.required(f"{path}.clientIP", when)
+    elif client_ip.get("timeoutSeconds") is None:
+        errs.required(f"{path}.clientIP.timeoutSeconds", when)
+    else:
+        timeout = client_ip["timeoutSeconds"]
+        if (
+            not isinstance(timeout, int)
+            or isinstance(timeout, bool)
+            or not 0 < timeout <= MAX_SESSION_AFFINITY_TIMEOUT
+        ):
+            errs.invalid(
+                f"{path}.clientIP.timeoutSeconds",
+                timeout,
+                f"must be greater than 0 and less than {MAX_SESSION_AFFINITY_TIMEOUT}",
+            )
 
 
 def _validate_endpoints(obj: core_v1.Endpoints, errs: ErrorList) -> None:
@@ -1405,6 +1460,118 @@ def _validate_endpoints(obj: core_v1.Endpoints, errs: ErrorList) -> None:
             else:
                 errs.check(f"{pp}.port", port.port, is_valid_port_num(port.port))
             errs.one_of(f"{pp}.protocol", port.protocol, PROTOCOLS)
+
+
+MAX_SLICE_ENDPOINTS = 1000
+MAX_SLICE_ADDRESSES = 100
+MAX_SLICE_PORTS = 100
+MAX_ZONE_HINTS = 8
+
+
+def _too_many(errs: ErrorList, path: str, actual: int, limit: int) -> None:
+    errs.append(
+        FieldError(
+            path,
+            f"Too many: {actual}: must have at most {limit} items",
+            reason="FieldValueTooMany",
+        )
+    )
+
+
+def _endpoint_ip_errors(value: str, version: int) -> list[str]:
+    """An endpoint address: an IP of the slice's family, and not one no pod can have."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        ip = None
+    if ip is None or ip.version != version:
+        return [f"must be a valid IPv{version} address"]
+    errs = []
+    if ip.is_unspecified:
+        errs.append(f"may not be unspecified ({value})")
+    if ip.is_loopback:
+        errs.append("may not be in the loopback range (127.0.0.0/8, ::1/128)")
+    if ip.is_link_local:
+        errs.append("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+    if ip in _LINK_LOCAL_MULTICAST[version]:
+        errs.append("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
+    return errs
+
+
+_LINK_LOCAL_MULTICAST = {
+    4: ipaddress.ip_network("224.0.0.0/24"),
+    6: ipaddress.ip_network("ff02::/16"),
+}
+
+
+def _fqdn_errors(value: str) -> list[str]:
+    name = value.removesuffix(".")
+    errs = is_dns1123_subdomain(name)
+    if len(name.split(".")) < 2:
+        errs.append("should be a domain with at least two segments separated by dots")
+    return errs
+
+
+def _validate_endpoint_slice(obj: discovery_v1.EndpointSlice, errs: ErrorList) -> None:
+    address_type = obj.address_type
+    if not address_type:
+        errs.required("addressType")
+    else:
+        errs.one_of("addressType", address_type, discovery_v1.ADDRESS_TYPES)
+    if len(obj.endpoints) > MAX_SLICE_ENDPOINTS:
+        _too_many(errs, "endpoints", len(obj.endpoints), MAX_SLICE_ENDPOINTS)
+    else:
+        for i, ep in enumerate(obj.endpoints):
+            p = f"endpoints[{i}]"
+            if not ep.addresses:
+                errs.required(f"{p}.addresses", "must contain at least 1 address")
+            elif len(ep.addresses) > MAX_SLICE_ADDRESSES:
+                _too_many(errs, f"{p}.addresses", len(ep.addresses), MAX_SLICE_ADDRESSES)
+            for j, address in enumerate(ep.addresses):
+                if address_type in ("IPv4", "IPv6"):
+                    version = 4 if address_type == "IPv4" else 6
+                    errs.check(
+                        f"{p}.addresses[{j}]", address, _endpoint_ip_errors(address, version)
+                    )
+                elif address_type == "FQDN":
+                    errs.check(f"{p}.addresses[{j}]", address, _fqdn_errors(address))
+            if ep.node_name is not None:
+                errs.check(f"{p}.nodeName", ep.node_name, is_dns1123_subdomain(ep.node_name))
+            if ep.hostname is not None:
+                errs.check(f"{p}.hostname", ep.hostname, is_dns1123_label(ep.hostname))
+            validate_labels(ep.deprecated_topology, f"{p}.deprecatedTopology", errs)
+            if ep.hints is not None:
+                zones = ep.hints.for_zones
+                if len(zones) > MAX_ZONE_HINTS:
+                    _too_many(errs, f"{p}.hints.forZones", len(zones), MAX_ZONE_HINTS)
+                    continue
+                seen: set[str] = set()
+                for k, zone in enumerate(zones):
+                    zp = f"{p}.hints.forZones[{k}].name"
+                    if zone.name in seen:
+                        errs.duplicate(zp, zone.name)
+                    seen.add(zone.name)
+                    errs.check(zp, zone.name, is_valid_label_value(zone.name))
+    if len(obj.ports) > MAX_SLICE_PORTS:
+        _too_many(errs, "ports", len(obj.ports), MAX_SLICE_PORTS)
+        return
+    names: set[str] = set()
+    for i, port in enumerate(obj.ports):
+        p = f"ports[{i}]"
+        name = port.name or ""
+        if name:
+            errs.check(f"{p}.name", name, is_dns1123_label(name))
+        if name in names:
+            errs.duplicate(f"{p}.name", name)
+        names.add(name)
+        if port.protocol is None:
+            errs.required(f"{p}.protocol")
+        else:
+            errs.one_of(f"{p}.protocol", port.protocol, PROTOCOLS)
+        if port.port is not None:
+            errs.check(f"{p}.port", port.port, is_valid_port_num(port.port))
+        if port.app_protocol is not None:
+            errs.check(f"{p}.appProtocol", port.app_protocol, is_qualified_name(port.app_protocol))
 
 
 def _b64decode(value: str) -> bytes:
@@ -1578,12 +1745,17 @@ _KIND_RULES: dict[type, tuple[NameCheck, Callable[[Any, ErrorList], None] | None
     core_v1.Node: (is_dns1123_subdomain, _validate_node),
     core_v1.Service: (is_dns1035_label, _validate_service),
     core_v1.Endpoints: (is_dns1123_subdomain, _validate_endpoints),
+    discovery_v1.EndpointSlice: (is_dns1123_subdomain, _validate_endpoint_slice),
     core_v1.Secret: (is_dns1123_subdomain, _validate_secret),
     core_v1.ConfigMap: (is_dns1123_subdomain, _validate_config_map),
     core_v1.ServiceAccount: (is_dns1123_subdomain, _validate_service_account),
     core_v1.Event: (is_dns1123_subdomain, _validate_event),
     events_v1.Event: (is_dns1123_subdomain, _validate_events_v1),
     coordination_v1.Lease: (is_dns1123_subdomain, _validate_lease),
+    certificates_v1.CertificateSigningRequest: (
+        is_dns1123_subdomain,
+        certificates_v1.validate_csr,
+    ),
     apps_v1.Deployment: (is_dns1123_subdomain, _validate_deployment),
     apps_v1.ReplicaSet: (is_dns1123_subdomain, _validate_replica_set),
     apps_v1.DaemonSet: (is_dns1123_subdomain, _validate_daemon_set),
@@ -1692,13 +1864,18 @@ def update_errors(new: Any, old: Any) -> list[FieldError]:
             if new.spec.completion_mode != old.spec.completion_mode and old.spec.completion_mode:
                 errs.invalid("spec.completionMode", new.spec.completion_mode or "", _IMMUTABLE)
     elif isinstance(new, core_v1.Service):
+        old_ips = old.spec.cluster_ips or ([old.spec.cluster_ip] if old.spec.cluster_ip else [])
+        new_ips = new.spec.cluster_ips or ([new.spec.cluster_ip] if new.spec.cluster_ip else [])
         if (
-            old.spec.cluster_ip
+            old_ips
             and new.spec.type != "ExternalName"
             and old.spec.type != "ExternalName"
-            and new.spec.cluster_ip != old.spec.cluster_ip
+            and new_ips[:1] != old_ips[:1]
         ):
-            errs.invalid("spec.clusterIPs[0]", new.spec.cluster_ip or "", "may not change once set")
+            errs.invalid("spec.clusterIPs[0]", new_ips, "may not change once set")
+    elif isinstance(new, discovery_v1.EndpointSlice):
+        if old.address_type and new.address_type != old.address_type:
+            errs.invalid("addressType", new.address_type or "", _IMMUTABLE)
     elif isinstance(new, core_v1.Node):
         if old.spec.pod_cidr and new.spec.pod_cidr != old.spec.pod_cidr:
             errs.forbidden(

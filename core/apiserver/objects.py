@@ -10,6 +10,7 @@ model, defaults and validates it, so the store only ever holds valid, defaulted 
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import secrets
 import uuid
@@ -23,6 +24,8 @@ import msgspec
 from kcore import api
 from kcore.api.meta import now
 from kcore.api.registry import ResourceInfo
+from kcore.apiserver.crd import CustomResourceDefinitions
+from kcore.apiserver.services import Allocation, ServiceAllocator
 from kcore.errors import (
     AlreadyExists,
     BadRequest,
@@ -35,6 +38,7 @@ from kcore.errors import (
     NotFound,
 )
 from kcore.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
+from kcore.pods.tolerations import DEFAULT_TOLERATION_SECONDS, with_default_tolerations
 from kcore.selectors import (
     FieldSelector,
     LabelSelector,
@@ -205,8 +209,21 @@ def decode_continue(token: str) -> tuple[int, str]:
 class ObjectStore:
     """Kubernetes object semantics on top of a :class:`kcore.store.Store`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        services: ServiceAllocator | None = None,
+        toleration_seconds: float = DEFAULT_TOLERATION_SECONDS,
+    ) -> None:
         self.store = store
+        self.toleration_seconds = toleration_seconds
+        """The ``tolerationSeconds`` of the not-ready/unreachable tolerations new pods get
+        (DefaultTolerationSeconds admission)."""
+        self.services = services if services is not None else ServiceAllocator(store)
+        """Cluster IPs and node ports of Services (default ranges unless given)."""
+        self.crds = CustomResourceDefinitions(self)
+        """The CustomResourceDefinitions of this store and the resources they add."""
 
     # -- keys and encoding ---------------------------------------------------------------
 
@@ -239,6 +256,8 @@ class ObjectStore:
         self, info: ResourceInfo, body: Mapping[str, Any], *, strict: bool, old: Any = None
     ) -> dict[str, Any]:
         """Decode into the typed model, default and validate; return the plain dict."""
+        if self.crds.handles(info):  # definitions, and custom objects held to their schema
+            return self.crds.normalize(info, body, strict=strict, old=old)
         obj = api.decode(dict(body), into=info.type, strict=strict)
         api.apply_defaults(obj)
         api.validate(obj, require_namespace=info.namespaced)
@@ -384,24 +403,36 @@ class ObjectStore:
         meta["creationTimestamp"] = _timestamp()
         meta["generation"] = 1
         body["apiVersion"], body["kind"] = info.api_version, info.kind
-        if info.kind == "Pod":
+        if info.group == "" and info.kind == "Pod":
             status = body.setdefault("status", {}) or {}
             body["status"] = {"phase": "Pending", "qosClass": status.get("qosClass")}
         if _is_namespace(info):
             _prepare_namespace_create(body)
         obj = self._normalize(info, body, strict=strict)
-        if info.kind == "Pod":
+        if info.group == "" and info.kind == "Pod":
             pod = api.decode(obj, into=info.type)
             obj.setdefault("status", {})["qosClass"] = api.qos_class(pod.spec)
+            # DefaultTolerationSeconds admission.
+            spec = obj.setdefault("spec", {})
+            spec["tolerations"] = with_default_tolerations(
+                spec.get("tolerations") or (), self.toleration_seconds
+            )
             if namespace is not None:
                 await self._admit_service_account(obj, namespace)
-        if info.kind == "Job":
+        if info.group == "batch" and info.kind == "Job":
             job = api.decode(obj, into=info.type)
             api.generate_job_selector(job)
             obj = api.to_dict(job)
         name = obj["metadata"]["name"]
         await self._require_namespace(info, namespace, name)
         key = self.key(info, namespace, name)
+        allocation = None
+        if _is_service(info):
+            # An existing Service is AlreadyExists, without allocating for it first.
+            with contextlib.suppress(NotFound):
+                await self.store.get(key)
+                raise self._exists(info, name)
+            allocation = await self.services.allocate(obj, dry_run=dry_run)
         if dry_run:
             try:
                 await self.store.get(key)
@@ -411,8 +442,13 @@ class ObjectStore:
         try:
             kv = await self.store.create(key, self._encode(obj))
         except AlreadyExists:
+            await _revert(allocation)
             raise self._exists(info, name) from None
+        except BaseException:
+            await _revert(allocation)
+            raise
         obj["metadata"]["resourceVersion"] = str(kv.revision)
+        self.crds.observe(info, obj)
         return obj
 
     async def _admit_service_account(self, pod: dict[str, Any], namespace: str) -> None:
@@ -503,6 +539,7 @@ class ObjectStore:
                     raise BadRequest("metadata must be an object") from None
                 meta.setdefault("name", name)
                 return await self.create(info, namespace, body, strict=strict, dry_run=dry_run)
+        kind = self.crds.patch_kind(info, kind)
 
         def change(old: dict[str, Any]) -> dict[str, Any]:
             if kind == "json":
@@ -563,6 +600,8 @@ class ObjectStore:
                     raise conflict(info, name)
             new = self._merge_for_update(info, old, new, subresource)
             self._check_namespace(info, namespace, new["metadata"])
+            if _is_service(info) and subresource is None:
+                self.services.prepare_update(new, old)
             obj = self._normalize(
                 info, new, strict=strict, old=_without_rv(old) if check_update else None
             )
@@ -570,6 +609,9 @@ class ObjectStore:
                 return old
             if _spec_changed(old, obj):
                 obj["metadata"]["generation"] = int(old["metadata"].get("generation") or 1) + 1
+            allocation = None
+            if _is_service(info) and subresource is None:
+                allocation = await self.services.allocate(obj, old, dry_run=dry_run)
             if dry_run:
                 obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
                 return obj
@@ -578,22 +620,35 @@ class ObjectStore:
                 try:
                     gone = await self.store.delete(key, expected_revision=kv.revision)
                 except Conflict:
+                    await _revert(allocation)
                     if expected is not None:
                         raise conflict(info, name) from None
                     continue
+                if allocation is not None:
+                    await allocation.revert()
+                    await self.services.release(old)
                 obj["metadata"]["resourceVersion"] = str(gone.revision)
+                self.crds.observe(info, obj, gone=True)
                 return obj
             try:
                 stored = await self.store.update(
                     key, self._encode(obj), expected_revision=kv.revision
                 )
             except Conflict:
+                await _revert(allocation)
                 if expected is not None:
                     raise conflict(info, name) from None
                 continue
             except NotFound:
+                await _revert(allocation)
                 raise not_found(info, name) from None
+            except BaseException:
+                await _revert(allocation)
+                raise
+            if allocation is not None:
+                await allocation.commit()
             obj["metadata"]["resourceVersion"] = str(stored.revision)
+            self.crds.observe(info, obj)
             return obj
         raise conflict(info, name, "too many concurrent writers; try again")
 
@@ -642,6 +697,14 @@ class ObjectStore:
         """Keep what the caller may not change: identity and system metadata always; the
         status on a main-resource write and everything but the status on a status write."""
         has_status = info.subresource("status") is not None
+        if (
+            info.group == "certificates.k8s.io"
+            and info.kind == "CertificateSigningRequest"
+            and subresource in ("approval", "status")
+        ):
+            from kcore.api.certificates_v1 import merge_subresource
+
+            return merge_subresource(old, new, subresource)
         if subresource == "binding":  # the binding sets the node and the scheduled condition
             return new
         if subresource == "finalize":  # namespaces/<name>/finalize: spec.finalizers only
@@ -684,6 +747,10 @@ class ObjectStore:
             if not isinstance(spec, dict):
                 spec = merged["spec"] = {}
             spec["finalizers"] = list((old.get("spec") or {}).get("finalizers") or [])
+        if (
+            info.group == "certificates.k8s.io" and info.kind == "CertificateSigningRequest"
+        ):  # the request is fixed once made
+            merged["spec"] = copy.deepcopy(old.get("spec"))
         if has_status:
             if "status" in old:
                 merged["status"] = old["status"]
@@ -732,6 +799,7 @@ class ObjectStore:
                 raise forbidden(info, name, "this namespace may not be deleted")
             old_finalizers = list(meta.get("finalizers") or [])
             finalizers = _gc_finalizers(info, old_finalizers, options)
+            finalizers = self.crds.deletion_finalizers(info, obj, finalizers)
             deleting = bool(meta.get("deletionTimestamp"))
             grace = _grace_period(info, obj, options)
             current = meta.get("deletionGracePeriodSeconds")
@@ -751,7 +819,10 @@ class ObjectStore:
                     continue
                 except NotFound:
                     raise not_found(info, name) from None
+                if _is_service(info):
+                    await self.services.release(obj)
                 obj["metadata"]["resourceVersion"] = str(gone.revision)
+                self.crds.observe(info, obj, gone=True)
                 return obj, True
             if deleting and finalizers == old_finalizers and (current is None or grace == current):
                 return obj, False
@@ -777,6 +848,7 @@ class ObjectStore:
             except Conflict:
                 continue
             obj["metadata"]["resourceVersion"] = str(stored.revision)
+            self.crds.observe(info, obj)
             return obj, False
         raise conflict(info, name, "too many concurrent writers; try again")
 
@@ -892,6 +964,16 @@ def _check_delete_options(options: Any) -> dict[str, Any]:
 
 def _is_namespace(info: ResourceInfo) -> bool:
     return info.kind == "Namespace" and info.group == ""
+
+
+def _is_service(info: ResourceInfo) -> bool:
+    return info.kind == "Service" and info.group == ""
+
+
+async def _revert(allocation: Allocation | None) -> None:
+    """Free what a Service write allocated when the write did not happen."""
+    if allocation is not None:
+        await allocation.revert()
 
 
 def _pending_finalizers(info: ResourceInfo, obj: Mapping[str, Any]) -> list[str]:

@@ -105,14 +105,19 @@ class Pki:
     service_account_key_pem: bytes
     """PEM (PKCS#8) of the RSA key that signs and verifies ServiceAccount tokens."""
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """A server-side context with the serving certificate, TLS 1.2 or later, HTTP/1.1.
+    def ssl_context(self, *, client_certificates: bool = True) -> ssl.SSLContext:
+        """A server-side context with the serving certificate, TLS 1.2 or later, HTTP/1.1;
+        with ``client_certificates``, clients may present a certificate the CA signed
+        (optional: token users present none).
 
         The files are read now, so a context made after a re-issue serves the new cert.
         """
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(certfile=self.serving_cert, keyfile=self.serving_key)
+        if client_certificates:
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            ctx.load_verify_locations(cafile=self.ca_cert)
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
 

@@ -18,8 +18,9 @@ from aiohttp import web
 
 import kcore
 from kcore import api
-from kcore.api.registry import ResourceInfo, by_resource, group_versions, resources_in
-from kcore.apiserver import streaming
+from kcore.api.registry import ResourceInfo, by_resource
+from kcore.apiserver import bootstrap_auth, streaming
+from kcore.apiserver.crd import is_custom
 from kcore.apiserver.objects import (
     PATCH_TYPES,
     ListOptions,
@@ -150,13 +151,24 @@ class APIServer:
             r.add_get(path, self.health)
         r.add_get("/api", self.core_versions)
         r.add_get("/apis", self.group_list)
+        r.add_get("/apis/{group}", self.api_group)
         r.add_get("/openapi/v2", self.openapi_v2)
         r.add_route("*", "/api/{version}", self.resource_list_or_path)
         r.add_route("*", "/api/{version}/{tail:.*}", self.resource_path)
         r.add_route("*", "/apis/{group}/{version}", self.resource_list_or_path)
         r.add_route("*", "/apis/{group}/{version}/{tail:.*}", self.resource_path)
         app.on_shutdown.append(self._on_shutdown)
+        app.on_startup.append(self._start_crds)
+        app.on_cleanup.append(self._stop_crds)
         return app
+
+    async def _start_crds(self, app: web.Application) -> None:
+        """Serve the stored CustomResourceDefinitions, and follow them."""
+        await self.objects.crds.load()
+        self.objects.crds.start()
+
+    async def _stop_crds(self, app: web.Application) -> None:
+        await self.objects.crds.close()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self.stopping.set()
@@ -173,7 +185,8 @@ class APIServer:
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             if self.token is not None and request.path not in ANONYMOUS_PATHS:
-                request[USER] = await self._authenticate(request)
+                request[USER] = user = await self._authenticate(request)
+                bootstrap_auth.authorize(user, request.method, request.path, request.query)
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status == 404:
@@ -194,14 +207,21 @@ class APIServer:
             return error_response(KcoreError(f"internal error: {type(exc).__name__}"))
 
     async def _authenticate(self, request: web.Request) -> UserInfo:
-        """The admin token, or a ServiceAccount token this server issued and whose
-        ServiceAccount (and bound object) still exists."""
+        """The admin token, a bootstrap token, or a ServiceAccount token this server issued
+        and whose ServiceAccount (and bound object) still exists; else a client certificate
+        the cluster CA signed; else, for ``kube-public/cluster-info`` only, anonymous."""
         assert self.token is not None
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         value = value.strip()
         if scheme.lower() == "bearer" and value:
             if hmac.compare_digest(value.encode(), self.token.encode()):
                 return ADMIN_USER
+            if bootstrap_auth.is_bootstrap_token(value):
+                try:
+                    return await bootstrap_auth.authenticate_bootstrap_token(self.objects, value)
+                except InvalidToken as exc:
+                    log.info("rejected a bootstrap token", path=request.path, why=str(exc))
+                    raise Unauthorized("Unauthorized") from None
             if self._token_issuer is not None:
                 try:
                     return await authenticate_service_account(
@@ -209,6 +229,14 @@ class APIServer:
                     )
                 except InvalidToken as exc:
                     log.info("rejected a bearer token", path=request.path, why=str(exc))
+            raise Unauthorized("Unauthorized")
+        transport = request.transport
+        peer = transport.get_extra_info("peercert") if transport is not None else None
+        user = bootstrap_auth.user_from_peercert(peer)
+        if user is not None:
+            return user
+        if bootstrap_auth.anonymous_allowed(request.method, request.path):
+            return bootstrap_auth.ANONYMOUS_USER
         raise Unauthorized("Unauthorized")
 
     # -- discovery ----------------------------------------------------------------------------
@@ -246,12 +274,17 @@ class APIServer:
         )
 
     async def group_list(self, request: web.Request) -> web.Response:
-        groups = []
-        for gv in group_versions():
-            group, version = gv.split("/")
-            entry = {"groupVersion": gv, "version": version}
-            groups.append({"name": group, "versions": [entry], "preferredVersion": entry})
+        groups = [_api_group(g, versions) for g, versions in self.objects.crds.groups()]
         return json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+
+    async def api_group(self, request: web.Request) -> web.Response:
+        group = request.match_info["group"]
+        for name, versions in self.objects.crds.groups():
+            if name == group:
+                return json_response(
+                    {"kind": "APIGroup", "apiVersion": "v1", **_api_group(name, versions)}
+                )
+        raise NotFound("the server could not find the requested resource")
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -261,7 +294,7 @@ class APIServer:
 
     def _resource_list(self, group: str, version: str) -> dict[str, Any]:
         resources = []
-        for info in resources_in(group, version):
+        for info in self.objects.crds.resources_in(group, version):
             resources.append(
                 {
                     "name": info.plural,
@@ -295,7 +328,7 @@ class APIServer:
     async def resource_list_or_path(self, request: web.Request) -> web.StreamResponse:
         group = request.match_info.get("group", "")
         version = request.match_info["version"]
-        if not resources_in(group, version):
+        if not self.objects.crds.resources_in(group, version):
             raise NotFound("the server could not find the requested resource")
         if request.method != "GET":
             raise MethodNotAllowed(f"{request.method} is not allowed on a group version")
@@ -318,7 +351,7 @@ class APIServer:
                 namespace, parts = parts[1], parts[2:]
         if not parts or len(parts) > 3:
             raise NotFound("the server could not find the requested resource")
-        info = by_resource(group, version, parts[0])
+        info = self.objects.crds.resource(group, version, parts[0])
         if info is None:
             raise NotFound("the server could not find the requested resource")
         if namespace is not None and not info.namespaced:
@@ -344,6 +377,8 @@ class APIServer:
                 if t.info.namespaced and t.namespace is None:
                     raise MethodNotAllowed("create needs a namespace in the path")
                 body = await self._body(request)
+                if t.info.kind == "CertificateSigningRequest" and USER in request:
+                    body = _with_requester(body, request[USER])
                 obj = await self.objects.create(
                     t.info, t.namespace, body, strict=strict, dry_run=dry_run
                 )
@@ -457,6 +492,7 @@ class APIServer:
     def _object_response(
         self, request: web.Request, info: ResourceInfo, obj: dict[str, Any], status: int = 200
     ) -> web.Response:
+        obj = self.objects.crds.served_as(info, obj)
         if _wants_table(request):
             return json_response(
                 self._table(info, [obj], obj["metadata"]["resourceVersion"]), status
@@ -466,6 +502,8 @@ class APIServer:
     def _table(self, info: ResourceInfo, items: list[dict[str, Any]], rv: str) -> dict[str, Any]:
         from kcore.apiserver.tables import to_table
 
+        if is_custom(info):  # its definition's printer columns
+            return self.objects.crds.table(info, items, rv)
         return to_table(info.kind, items, resource_version=rv)
 
     def _list_options(self, request: web.Request, info: ResourceInfo) -> ListOptions:
@@ -483,6 +521,7 @@ class APIServer:
     async def _list(self, request: web.Request, t: Target) -> web.Response:
         options = self._list_options(request, t.info)
         items, revision, token = await self.objects.list(t.info, t.namespace, options)
+        items = [self.objects.crds.served_as(t.info, obj) for obj in items]
         if _wants_table(request):
             table = self._table(t.info, items, str(revision))
             if token:
@@ -554,7 +593,7 @@ class APIServer:
                     await self._send(resp, "ERROR", status_body(exc))
                     break
                 last_rv = str(item.revision)
-                obj = item.object
+                obj = self.objects.crds.served_as(t.info, item.object)
                 if table:
                     obj = self._table(t.info, [obj], last_rv)
                 await self._send(resp, item.type, obj)
@@ -605,7 +644,7 @@ class APIServer:
     async def _scale(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
         obj = await self.objects.get(t.info, t.namespace, t.name)
         if request.method == "GET":
-            return json_response(_scale_of(obj))
+            return json_response(self._scale_of(t.info, obj))
         if request.method == "PUT":
             scale = await self._body(request)
         elif request.method == "PATCH":
@@ -615,7 +654,7 @@ class APIServer:
             from kcore.patch import apply_json_patch, apply_merge_patch
 
             patch = await self._body(request, allow_list=True)
-            current = _scale_of(obj)
+            current = self._scale_of(t.info, obj)
             if PATCH_TYPES[patch_type] == "json":
                 scale = apply_json_patch(current, patch)
             else:
@@ -643,13 +682,19 @@ class APIServer:
         rv = scale_meta.get("resourceVersion")
         if rv is not None and not isinstance(rv, str):
             raise BadRequest("metadata.resourceVersion must be a string")
-        ops = [{"op": "add", "path": "/spec/replicas", "value": replicas}]
+        pointer = self.objects.crds.replicas_pointer(t.info) if is_custom(t.info) else None
+        ops = [{"op": "add", "path": pointer or "/spec/replicas", "value": replicas}]
         if rv:
             ops.insert(0, {"op": "add", "path": "/metadata/resourceVersion", "value": rv})
         updated = await self.objects.patch(
             t.info, t.namespace, t.name, "application/json-patch+json", ops, dry_run=dry_run
         )
-        return json_response(_scale_of(updated))
+        return json_response(self._scale_of(t.info, updated))
+
+    def _scale_of(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
+        if is_custom(info):  # the paths of its definition's subresources.scale
+            return self.objects.crds.scale_of(info, obj)
+        return _scale_of(obj)
 
     async def _pod_stream(
         self, request: web.Request, t: Target, streams: streaming.PodStreams
@@ -709,6 +754,21 @@ class APIServer:
             },
             201,
         )
+
+
+def _with_requester(body: dict[str, Any], user: UserInfo) -> dict[str, Any]:
+    """A CertificateSigningRequest records who asked for it, whatever the body says."""
+    from kcore.api.certificates_v1 import with_requester
+
+    return with_requester(
+        body, username=user.name, uid=user.uid, groups=user.groups, extra=user.extra
+    )
+
+
+def _api_group(group: str, versions: list[str]) -> dict[str, Any]:
+    """A group's APIGroup entry; the first version is the preferred one."""
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": entries, "preferredVersion": entries[0]}
 
 
 def _patch_names_rv(patch: Any) -> bool:

@@ -517,6 +517,37 @@ def _daemonset_cells(obj: Obj, now: datetime) -> Cells:
     ]
 
 
+def _controllerrevision_cells(obj: Obj, now: datetime) -> Cells:
+    owner = next(
+        (
+            r
+            for r in (obj.get("metadata") or {}).get("ownerReferences") or ()
+            if r.get("controller")
+        ),
+        None,
+    )
+    controller = "<none>"
+    if owner is not None:
+        group = (
+            (owner.get("apiVersion") or "").partition("/")[0]
+            if "/" in (owner.get("apiVersion") or "")
+            else ""
+        )
+        kind = (owner.get("kind") or "").lower()
+        controller = (
+            f"{kind}.{group}/{owner.get('name')}" if group else f"{kind}/{owner.get('name')}"
+        )
+    return [_name(obj), controller, _int(obj.get("revision")), _age(obj, now)]
+
+
+_CONTROLLERREVISION_COLUMNS = (
+    _NAME,
+    _col("Controller", "string", "The controller that owns the revision."),
+    _col("Revision", "integer", "The revision number in the controller's history."),
+    _AGE,
+)
+
+
 _DAEMONSET_COLUMNS = (
     _NAME,
     _col("Desired", "integer", "The total number of nodes that should be running the pod."),
@@ -719,6 +750,56 @@ def _endpoints_cells(obj: Obj, now: datetime) -> Cells:
 _ENDPOINTS_COLUMNS = (
     _NAME,
     _col("Endpoints", "string", "The addresses and ports the service is served at."),
+    _AGE,
+)
+
+
+def _list_with_more(shown: list[str], more: bool, count: int) -> str:
+    text = ",".join(shown)
+    if more:
+        return f"{text} + {count - _ENDPOINTS_SHOWN} more..."
+    return text or "<unset>"
+
+
+def _slice_ports(obj: Obj) -> str:
+    ports = _list(obj.get("ports"))
+    shown: list[str] = []
+    for port in ports[:_ENDPOINTS_SHOWN]:
+        port = _map(port)
+        if port.get("port") is not None:
+            shown.append(str(_int(port.get("port"))))
+        elif port.get("name") is not None:
+            shown.append(str(port["name"]))
+        else:
+            shown.append("*")
+    return _list_with_more(shown, len(ports) > _ENDPOINTS_SHOWN, len(ports))
+
+
+def _slice_endpoints(obj: Obj) -> str:
+    addresses = [
+        str(address)
+        for endpoint in _list(obj.get("endpoints"))
+        for address in _list(_map(endpoint).get("addresses"))
+    ]
+    shown = addresses[:_ENDPOINTS_SHOWN]
+    return _list_with_more(shown, len(addresses) > _ENDPOINTS_SHOWN, len(addresses))
+
+
+def _endpointslice_cells(obj: Obj, now: datetime) -> Cells:
+    return [
+        _name(obj),
+        obj.get("addressType") or "",
+        _slice_ports(obj),
+        _slice_endpoints(obj),
+        _age(obj, now),
+    ]
+
+
+_ENDPOINTSLICE_COLUMNS = (
+    _NAME,
+    _col("AddressType", "string", "The type of address carried by this EndpointSlice."),
+    _col("Ports", "string", "The network ports exposed by each endpoint in this slice."),
+    _col("Endpoints", "string", "The addresses of the endpoints in this slice."),
     _AGE,
 )
 
@@ -935,6 +1016,41 @@ _LEASE_COLUMNS = (
 )
 
 
+def _csr_condition(obj: Obj) -> str:
+    types = [
+        str(_map(c).get("type"))
+        for c in _list(_status(obj).get("conditions"))
+        if _map(c).get("type") and _map(c).get("status") in (None, "", "True")
+    ]
+    if _status(obj).get("certificate"):
+        types.append("Issued")
+    return ",".join(types) or "Pending"
+
+
+def _csr_cells(obj: Obj, now: datetime) -> Cells:
+    spec = _spec(obj)
+    seconds = spec.get("expirationSeconds")
+    duration = human_duration(timedelta(seconds=seconds)) if isinstance(seconds, int) else "<none>"
+    return [
+        _name(obj),
+        _age(obj, now),
+        spec.get("signerName") or "<none>",
+        spec.get("username") or "",
+        duration,
+        _csr_condition(obj),
+    ]
+
+
+_CSR_COLUMNS = (
+    _NAME,
+    _AGE,
+    _col("SignerName", "string", "Requested signer for the request."),
+    _col("Requestor", "string", "Name of the user which created the request."),
+    _col("RequestedDuration", "string", "Requested duration of the issued certificate."),
+    _col("Condition", "string", "The approval and issuance state of the request."),
+)
+
+
 # ---------------------------------------------------------------------------
 # The default table and the registry
 # ---------------------------------------------------------------------------
@@ -959,10 +1075,12 @@ _PRINTERS: dict[str, _Printer] = {
     "Deployment": _Printer(_DEPLOYMENT_COLUMNS, _deployment_cells),
     "ReplicaSet": _Printer(_REPLICASET_COLUMNS, _replicaset_cells),
     "DaemonSet": _Printer(_DAEMONSET_COLUMNS, _daemonset_cells),
+    "ControllerRevision": _Printer(_CONTROLLERREVISION_COLUMNS, _controllerrevision_cells),
     "Job": _Printer(_JOB_COLUMNS, _job_cells),
     "CronJob": _Printer(_CRONJOB_COLUMNS, _cronjob_cells),
     "Service": _Printer(_SERVICE_COLUMNS, _service_cells),
     "Endpoints": _Printer(_ENDPOINTS_COLUMNS, _endpoints_cells),
+    "EndpointSlice": _Printer(_ENDPOINTSLICE_COLUMNS, _endpointslice_cells),
     "Node": _Printer(_NODE_COLUMNS, _node_cells),
     "Namespace": _Printer(_NAMESPACE_COLUMNS, _namespace_cells),
     "Event": _Printer(_EVENT_COLUMNS, _event_cells),
@@ -970,6 +1088,7 @@ _PRINTERS: dict[str, _Printer] = {
     "Secret": _Printer(_SECRET_COLUMNS, _secret_cells),
     "ServiceAccount": _Printer(_SERVICEACCOUNT_COLUMNS, _serviceaccount_cells),
     "Lease": _Printer(_LEASE_COLUMNS, _lease_cells),
+    "CertificateSigningRequest": _Printer(_CSR_COLUMNS, _csr_cells),
 }
 _DEFAULT_PRINTER = _Printer(_DEFAULT_COLUMNS, _default_cells)
 

@@ -91,8 +91,10 @@ def kcore_add_options() -> list[click.Option]:
             type=float,
             metavar="SECONDS",
             envvar="KCORE_POD_EVICTION_TIMEOUT",
-            help="controllers: how long pods without their own not-ready/unreachable "
-            "toleration stay on such a node before they are evicted (default 300).",
+            help="controllers: how long pods stay on a not-ready or unreachable node before "
+            "they are evicted: the tolerationSeconds the API server gives new pods "
+            "(DefaultTolerationSeconds), and what pods without such tolerations get "
+            "(default 300).",
         ),
         click.Option(
             ["--terminated-pod-gc-threshold"],

@@ -27,9 +27,15 @@ As Kubernetes' ``pkg/controller/daemon``:
   available. ``OnDelete``: only pods deleted by someone else are replaced by updated ones.
   A pod is updated when its ``controller-revision-hash`` is the template's hash (FNV-32a
   of the template and ``collisionCount``, encoded as Kubernetes' ``SafeEncodeString``).
-* **History.** kcore serves no ``apps/v1 ControllerRevision``, so there is no revision
-  history (``kubectl rollout history/undo ds`` fail: the server has no such resource); the
-  template hash on the pods is the only record of which template made them.
+* **History.** Each template gets an ``apps/v1 ControllerRevision`` named
+  ``<ds>-<hash>`` (controlled by the DaemonSet; labels: the template's plus
+  ``controller-revision-hash``; the DaemonSet's annotations, so ``kubernetes.io/change-cause``
+  shows in ``kubectl rollout history``) whose ``data`` is the strategic merge patch
+  ``{"spec": {"template": {..., "$patch": "replace"}}}`` that ``kubectl rollout undo``
+  applies; its ``revision`` is one above the highest, and a template that returns (an
+  undo) gets its old revision renumbered to the top. A hash already taken by another
+  template bumps ``status.collisionCount``. Beyond ``revisionHistoryLimit`` (10) the oldest
+  revisions that no pod runs are deleted.
 * **Status**: ``desiredNumberScheduled``, ``currentNumberScheduled``,
   ``numberMisscheduled``, ``numberReady``, ``updatedNumberScheduled``, ``numberAvailable``
   (ready for ``minReadySeconds``), ``numberUnavailable``, ``observedGeneration``; written
@@ -42,6 +48,7 @@ As Kubernetes' ``pkg/controller/daemon``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import math
@@ -52,6 +59,7 @@ import structlog
 
 from kcore.controllers import (
     ADDED,
+    BY_CONTROLLER,
     DELETED,
     MODIFIED,
     ControllerRefManager,
@@ -69,7 +77,14 @@ from kcore.controllers import (
     parse_time,
     split_key,
 )
-from kcore.errors import BadRequest, Conflict, KcoreError, NotFound, PermanentError
+from kcore.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    KcoreError,
+    NotFound,
+    PermanentError,
+)
 from kcore.plugins.controllers.nodelifecycle import (
     TAINT_DISK_PRESSURE,
     TAINT_MEMORY_PRESSURE,
@@ -87,6 +102,7 @@ log = structlog.get_logger("kcore.plugins.controllers.daemonset")
 DS = ("apps/v1", "DaemonSet")
 POD = ("v1", "Pod")
 NODE = ("v1", "Node")
+REVISION = ("apps/v1", "ControllerRevision")
 HASH_LABEL = "controller-revision-hash"
 GENERATION_LABEL = "pod-template-generation"
 TEMPLATE_GENERATION_ANNOTATION = "deprecated.daemonset.template.generation"
@@ -117,6 +133,14 @@ def template_hash(template: Mapping[str, Any], collision_count: int | None = Non
     for byte in data:
         value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
     return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in str(value))
+
+
+def revision_data(ds: Mapping[str, Any]) -> dict[str, Any]:
+    """A DaemonSet revision's ``data``: the strategic merge patch that puts this template
+    back (what ``kubectl rollout undo`` sends)."""
+    template = copy.deepcopy(_spec(ds).get("template") or {})
+    template["$patch"] = "replace"
+    return {"spec": {"template": template}}
 
 
 def _daemon_tolerations(host_network: bool) -> list[dict[str, Any]]:
@@ -320,7 +344,7 @@ def _by_age(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class DaemonSetController(Reconciler):
     name = "daemonset-controller"
-    kinds = (DS, POD, NODE)
+    kinds = (DS, POD, NODE, REVISION)
     burst_replicas = BURST_REPLICAS
 
     async def setup(self) -> None:
@@ -370,6 +394,8 @@ class DaemonSetController(Reconciler):
             return [event.key]
         if kind == NODE:
             return self._keys_for_node(event)
+        if kind == REVISION:
+            return list(super().keys_for(event)) if event.type == DELETED else []
         pod, old = event.obj, event.old
         if event.type == MODIFIED and old is not None:
             if _meta(old).get("resourceVersion") == _meta(pod).get("resourceVersion"):
@@ -419,11 +445,14 @@ class DaemonSetController(Reconciler):
         nodes = self.informers.list(*NODE)
         by_node = self._pods_by_node(pods)
         error: BaseException | None = None
+        if not being_deleted(ds):
+            await self.construct_history(ds, hash_)
         if not being_deleted(ds) and self._satisfied(key):
             try:
                 await self.manage(key, ds, nodes, by_node, hash_)
             except KcoreError as exc:
                 error = exc
+            await self.cleanup_history(ds, pods, hash_)
         status = self.calculate_status(ds, nodes, by_node, hash_)
         if self._status_changed(ds.get("status") or {}, status):
             await self.update_status(ds, status)
@@ -433,6 +462,89 @@ class DaemonSetController(Reconciler):
         if min_ready and status["numberReady"] != status["numberAvailable"]:
             return float(min_ready)
         return None
+
+    # -- history --------------------------------------------------------------------------
+
+    def revisions(self, ds: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The ControllerRevisions the DaemonSet controls, oldest revision first."""
+        owned = self.informers.by_index(*REVISION, BY_CONTROLLER, _meta(ds).get("uid") or "")
+        return sorted(owned, key=lambda r: (r.get("revision") or 0, _meta(r).get("name")))
+
+    async def construct_history(self, ds: dict[str, Any], hash_: str) -> None:
+        """Make sure the current template has the highest revision (see the module
+        docstring)."""
+        meta = _meta(ds)
+        data = revision_data(ds)
+        revisions = self.revisions(ds)
+        highest = max((r.get("revision") or 0 for r in revisions), default=0)
+        current = [r for r in revisions if r.get("data") == data]
+        if current:
+            newest = current[-1]
+            if (newest.get("revision") or 0) < highest:
+                await self.api.patch(
+                    *REVISION,
+                    _meta(newest)["name"],
+                    {"revision": highest + 1},
+                    "merge",
+                    namespace=meta.get("namespace"),
+                )
+            return
+        template = _spec(ds).get("template") or {}
+        revision = {
+            "apiVersion": REVISION[0],
+            "kind": REVISION[1],
+            "metadata": {
+                "name": f"{meta['name']}-{hash_}",
+                "namespace": meta.get("namespace"),
+                "labels": {
+                    **((template.get("metadata") or {}).get("labels") or {}),
+                    HASH_LABEL: hash_,
+                },
+                "annotations": dict(meta.get("annotations") or {}),
+                "ownerReferences": [owner_reference(ds)],
+            },
+            "data": data,
+            "revision": highest + 1,
+        }
+        try:
+            await self.api.create(revision)
+        except AlreadyExists:
+            existing = await self.api.get(
+                *REVISION, revision["metadata"]["name"], namespace=meta.get("namespace")
+            )
+            if existing.get("data") == data and controller_ref(existing) is not None:
+                return  # ours; the cache had not seen it yet
+            # Another template (or owner) holds this hash: count a collision and go again.
+            count = ((ds.get("status") or {}).get("collisionCount") or 0) + 1
+            await self.api.patch(
+                *DS,
+                meta["name"],
+                {"status": {"collisionCount": count}},
+                "merge",
+                namespace=meta.get("namespace"),
+                subresource="status",
+            )
+            raise Conflict(
+                f"controller revision hash {hash_} collides; collisionCount {count}"
+            ) from None
+
+    async def cleanup_history(
+        self, ds: dict[str, Any], pods: Sequence[Mapping[str, Any]], hash_: str
+    ) -> None:
+        """Delete the oldest revisions beyond ``revisionHistoryLimit`` that no pod runs."""
+        limit = _spec(ds).get("revisionHistoryLimit")
+        limit = 10 if limit is None else limit
+        live = {(_meta(p).get("labels") or {}).get(HASH_LABEL) for p in pods}
+        old = [
+            r
+            for r in self.revisions(ds)
+            if (_meta(r).get("labels") or {}).get(HASH_LABEL) not in live | {hash_}
+        ]
+        for revision in old[: max(len(old) - limit, 0)]:
+            with contextlib.suppress(NotFound):
+                await self.api.delete(
+                    *REVISION, _meta(revision)["name"], namespace=_meta(ds).get("namespace")
+                )
 
     def _satisfied(self, key: str) -> bool:
         return self.creations.satisfied(key) and self.deletions.satisfied(key)
@@ -786,6 +898,7 @@ __all__ = [
     "node_name_affinity",
     "node_selector_term_matches",
     "node_should_run",
+    "revision_data",
     "scaled_value",
     "surge_and_unavailable",
     "target_node",

@@ -30,7 +30,8 @@ from typing import Any
 
 import structlog
 
-from kcore.api.registry import RESOURCES, ResourceInfo
+from kcore.api import registry
+from kcore.api.registry import ResourceInfo
 from kcore.controllers import (
     BY_OWNER,
     DELETED,
@@ -50,6 +51,7 @@ FOREGROUND = "foregroundDeletion"
 BY_UID = "uid"
 IGNORED: frozenset[Kind] = frozenset({("v1", "Event"), ("events.k8s.io/v1", "Event")})
 """Kinds not watched (Kubernetes' ``DefaultIgnoredResources``): many, and never owned."""
+CRD: Kind = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
 ABSENT_CACHE_SIZE = 10_000
 
 SOLID, DANGLING, WAITING = "solid", "dangling", "waiting"
@@ -80,10 +82,11 @@ def deleting_dependents(obj: Obj) -> bool:
 
 
 def collectable_kinds() -> list[Kind]:
-    """What the collector watches: every kind that can be listed, watched and deleted."""
+    """What the collector watches: every kind that can be listed, watched and deleted,
+    custom resources included (the ones served now)."""
     return [
         (r.api_version, r.kind)
-        for r in RESOURCES
+        for r in registry.served()
         if {"list", "watch", "delete"} <= set(r.verbs) and (r.api_version, r.kind) not in IGNORED
     ]
 
@@ -92,7 +95,7 @@ def resource_for_ref(ref: dict[str, Any]) -> ResourceInfo | None:
     """The served resource an owner reference points at (its group's version, if another)."""
     api_version, kind = ref.get("apiVersion"), ref.get("kind")
     fallback = None
-    for info in RESOURCES:
+    for info in registry.served():
         if info.kind != kind or info.group != group_of(api_version):
             continue
         if info.api_version == api_version:
@@ -108,13 +111,36 @@ class GarbageCollector(Reconciler):
     workers = 4
 
     def __init__(self, kinds: Iterable[Kind] | None = None) -> None:
+        self._follow = kinds is None
+        """Without a fixed list, watch every collectable kind, custom resources as their
+        definitions come (as upstream's collector follows discovery)."""
         self.kinds = list(kinds if kinds is not None else collectable_kinds())
         self._absent: OrderedDict[str, None] = OrderedDict()
 
     async def setup(self) -> None:
         self._absent = OrderedDict()
+        if self._follow:
+            self.kinds = collectable_kinds()
         for api_version, kind in self.kinds:
             self.informers.add_index(api_version, kind, BY_UID, _uid_index)
+
+    def observe(self, event: ResourceEvent) -> None:
+        if self._follow and (event.api_version, event.kind) == CRD:
+            self.follow_new_kinds()
+
+    def follow_new_kinds(self) -> None:
+        """Watch the kinds served since this term began (a new CustomResourceDefinition's)."""
+        for api_version, kind in collectable_kinds():
+            if (api_version, kind) in self.kinds:
+                continue
+            self.kinds.append((api_version, kind))
+            self.informers.add_index(api_version, kind, BY_UID, _uid_index)
+            self.informers.add_handler(api_version, kind, self._on_new_kind_event)
+
+    def _on_new_kind_event(self, event: ResourceEvent) -> None:
+        """What the runner does for the kinds it started with."""
+        for key in self.keys_for(event):
+            self.queue.add(key)
 
     # -- keys and the graph ---------------------------------------------------------------
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import structlog
 
-from kcore.api.registry import RESOURCES, by_kind
+from kcore.api import registry
+from kcore.api.registry import by_kind
 from kcore.controllers import DELETED, Reconciler, ResourceEvent, being_deleted
 from kcore.errors import NotFound
 
@@ -50,12 +51,14 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def content_kinds() -> list[tuple[str, str]]:
-    """Every namespaced kind that can be listed and deleted: what a namespace holds."""
-    return [
-        (r.api_version, r.kind)
-        for r in RESOURCES
-        if r.namespaced and {"list", "delete"} <= set(r.verbs)
-    ]
+    """Every namespaced kind that can be listed and deleted: what a namespace holds,
+    custom resources included (one version of each)."""
+    kinds, seen = [], set()
+    for r in registry.served():
+        if r.namespaced and {"list", "delete"} <= set(r.verbs) and (r.group, r.plural) not in seen:
+            seen.add((r.group, r.plural))
+            kinds.append((r.api_version, r.kind))
+    return kinds
 
 
 class NamespaceController(Reconciler):

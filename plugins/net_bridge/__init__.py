@@ -23,6 +23,18 @@ Host-wide settings, made when the plugin starts and left as they are when it sto
 pod). Errors: an exhausted pod CIDR is a :class:`kcore.TemporaryError` (pods come and go;
 retry), raised before any interface is made.
 
+The service proxy (``proxy.py``): a node service, ``service-proxy``, that programs
+Services' ClusterIPs and NodePorts into a second nftables table, ``ip <--nft-table>_svc``,
+one whole-table transaction per sync, random load balancing over ready endpoints, ClientIP
+affinity, rejects for services without endpoints, masquerade for NodePort, same-bridge and
+hairpin traffic. While it runs, the service range also has a route through the bridge
+(metric 4200, source the gateway) so that the node itself reaches ClusterIPs; it goes with
+the table when the proxy stops.
+
+Routes to the other nodes' pods (``routes.py``): a node service, ``pod-routes``, that keeps
+``<podCIDR> via <InternalIP>`` for every other Node on a directly connected subnet
+(host-gateway), and removes the route when the Node goes.
+
 A bridge that disappears is made again by the next set-up, with the recorded pods put
 back on it (``status`` reports it missing meanwhile).
 
@@ -55,6 +67,14 @@ async def create_network(settings: Settings, workers: int | None = None):
 @hookimpl
 def kcore_network(settings: Settings):
     return create_network(settings)
+
+
+@hookimpl
+def kcore_node_services(settings: Settings):
+    from kcore.plugins.net_bridge.proxy import ServiceProxy
+    from kcore.plugins.net_bridge.routes import PodRoutes
+
+    return [ServiceProxy(), PodRoutes()]
 
 
 @hookimpl

@@ -40,6 +40,20 @@ EXPECTED = {
     ("apps", "v1", "deployments"): ("Deployment", True, ("deploy",), True),
     ("apps", "v1", "replicasets"): ("ReplicaSet", True, ("rs",), True),
     ("apps", "v1", "daemonsets"): ("DaemonSet", True, ("ds",), True),
+    ("apps", "v1", "controllerrevisions"): ("ControllerRevision", True, (), False),
+    ("discovery.k8s.io", "v1", "endpointslices"): ("EndpointSlice", True, (), False),
+    ("certificates.k8s.io", "v1", "certificatesigningrequests"): (
+        "CertificateSigningRequest",
+        False,
+        ("csr",),
+        False,
+    ),
+    ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): (
+        "CustomResourceDefinition",
+        False,
+        ("crd", "crds"),
+        False,
+    ),
     ("batch", "v1", "jobs"): ("Job", True, (), True),
     ("batch", "v1", "cronjobs"): ("CronJob", True, ("cj",), True),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True, (), False),
@@ -138,6 +152,8 @@ def test_subresources():
         "DaemonSet",
         "Job",
         "CronJob",
+        "CertificateSigningRequest",
+        "CustomResourceDefinition",
     }
     token = registry.by_resource("", "v1", "serviceaccounts").subresource("token")
     assert (token.group, token.kind) == ("authentication.k8s.io", "TokenRequest")
@@ -162,7 +178,10 @@ def test_group_versions_and_paths():
         "apps/v1",
         "batch/v1",
         "coordination.k8s.io/v1",
+        "certificates.k8s.io/v1",
+        "apiextensions.k8s.io/v1",
         "events.k8s.io/v1",
+        "discovery.k8s.io/v1",
     ]
     assert [r.plural for r in registry.resources_in("batch", "v1")] == ["jobs", "cronjobs"]
     deploy = registry.by_kind("apps/v1", "Deployment")

@@ -250,6 +250,22 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, int]]] = {
         ("Images", S, 1),
         ("Selector", S, 1),
     ],
+    "EndpointSlice": [
+        ("Name", S, 0),
+        ("AddressType", S, 0),
+        ("Ports", S, 0),
+        ("Endpoints", S, 0),
+        ("Age", S, 0),
+    ],
+    "CertificateSigningRequest": [
+        ("Name", S, 0),
+        ("Age", S, 0),
+        ("SignerName", S, 0),
+        ("Requestor", S, 0),
+        ("RequestedDuration", S, 0),
+        ("Condition", S, 0),
+    ],
+    "ControllerRevision": [("Name", S, 0), ("Controller", S, 0), ("Revision", INT, 0), ("Age", S, 0)],
     "DaemonSet": [
         ("Name", S, 0),
         ("Desired", INT, 0),

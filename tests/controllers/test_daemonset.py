@@ -435,3 +435,66 @@ async def test_adopts_orphans_and_a_converged_daemon_set_costs_no_writes(cluster
     controller.enqueue(f"{NS}/agent")
     await eventually(lambda: runner.stats.reconciles > reconciles)
     assert runner.stats.writes == writes
+
+
+async def revisions(api) -> dict[int, dict]:
+    items, _ = await api.list("apps/v1", "ControllerRevision", namespace=NS)
+    return {r["revision"]: r for r in items}
+
+
+def image_of(revision: dict) -> str:
+    return revision["data"]["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+async def set_image(api, image: str) -> None:
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "a", "image": image}]}}}}
+    await api.patch("apps/v1", "DaemonSet", "agent", patch, namespace=NS)
+
+
+async def test_each_template_gets_a_controller_revision(cluster, controller):
+    api = cluster.api
+    await api.create(node("n1"))
+    ds = await api.create(daemon_set())
+    first = await eventually(lambda: revisions(api))
+    (rev1,) = first.values()
+    assert rev1["revision"] == 1
+    assert rev1["metadata"]["name"] == f"agent-{template_hash(ds['spec']['template'])}"
+    assert rev1["metadata"]["labels"] == {
+        "app": "agent",
+        HASH_LABEL: template_hash(ds["spec"]["template"]),
+    }
+    assert rev1["metadata"]["ownerReferences"][0]["uid"] == ds["metadata"]["uid"]
+    assert rev1["data"]["spec"]["template"]["$patch"] == "replace"
+
+    await set_image(api, "agent:2")
+    second = await eventually(lambda: _with(api, 2))
+    assert image_of(second[2]) == "agent:2" and image_of(second[1]) == "agent:1"
+
+    # Back to the first template (what an undo does): its revision moves to the top.
+    await api.patch("apps/v1", "DaemonSet", "agent", rev1["data"], namespace=NS)
+    third = await eventually(lambda: _with(api, 3))
+    assert set(third) == {2, 3}
+    assert third[3]["metadata"]["name"] == rev1["metadata"]["name"]
+    assert image_of(third[3]) == "agent:1"
+
+
+async def _with(api, revision: int) -> dict[int, dict] | None:
+    found = await revisions(api)
+    return found if revision in found else None
+
+
+async def test_history_beyond_the_limit_goes_oldest_first(cluster, controller):
+    api = cluster.api
+    ds = daemon_set()
+    ds["spec"]["revisionHistoryLimit"] = 2
+    await api.create(ds)  # no nodes: no pods pin any revision
+    for i in range(2, 7):
+        await set_image(api, f"agent:{i}")
+        await eventually(lambda i=i: _with(api, i))
+
+    async def trimmed():
+        found = await revisions(api)
+        return found if set(found) == {4, 5, 6} else None
+
+    found = await eventually(trimmed)
+    assert image_of(found[6]) == "agent:6"

@@ -8,6 +8,7 @@ links, routes and nft table by name."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -39,15 +40,13 @@ class Node:
     cgroup: str
     node_name: str
     args: tuple[str, ...] = ()
+    daemon_args: tuple[str, ...] = ()
 
     def restart(self) -> None:
         """Stop the daemon (its pods keep running) and start it again on the same data."""
         stop_daemon(self.daemon)
         self.daemon = start_daemon(
-            self.daemon.data_dir,
-            *self.args,
-            daemon_args=("--node-name", self.node_name),
-            node_agent=True,
+            self.daemon.data_dir, *self.args, daemon_args=self.daemon_args, node_agent=True
         )
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 60):
@@ -138,9 +137,10 @@ def pod_manifest(name: str, containers: list[dict[str, Any]], **spec: Any) -> di
     }
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iterator[Node]:
-    data_dir = tmp_path_factory.mktemp("kcore-node")
+@contextlib.contextmanager
+def running_node(data_dir: Path, busybox_layout: Path, *extra_args: str) -> Iterator[Node]:
+    """A daemon on ``data_dir`` with unique host-wide names (``extra_args``: more global
+    options, e.g. a plugin's); everything it made is removed afterwards."""
     names = new_names()
     suffix = secrets.token_hex(4)
     cgroup = f"kcore-test-{suffix}"
@@ -150,13 +150,13 @@ def node(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iter
         *("--bridge-name", names.bridge, "--nft-table", names.table),
         *("--cluster-cidr", str(names.cluster), "--pod-cidr", str(names.pod)),
         *("--service-cidr", str(names.service), "--runtime-cgroup-name", cgroup),
+        *extra_args,
     )
+    daemon_args = ("--node-name", node_name, "--service-cluster-ip-range", str(names.service))
     node = None
     try:
-        daemon = start_daemon(
-            data_dir, *args, daemon_args=("--node-name", node_name), node_agent=True
-        )
-        node = Node(daemon, names, cgroup, node_name, args)
+        daemon = start_daemon(data_dir, *args, daemon_args=daemon_args, node_agent=True)
+        node = Node(daemon, names, cgroup, node_name, args, daemon_args)
         yield node
     finally:
         if node is not None and node.daemon.proc.poll() is None:
@@ -167,3 +167,9 @@ def node(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iter
         unmount_below(data_dir)
         remove_cgroup_root(CgroupDriver.detect(root_name=cgroup).parent_paths())
         remove_host_objects(names)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iterator[Node]:
+    with running_node(tmp_path_factory.mktemp("kcore-node"), busybox_layout) as node:
+        yield node

@@ -5,7 +5,6 @@ with ``--dns-upstream``), never to the machine's resolvers."""
 
 from __future__ import annotations
 
-import secrets
 import socket
 import threading
 import time
@@ -13,19 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import start_daemon, stop_daemon
-from hostnames import (
-    cleanup_runtime_dir,
-    new_names,
-    remove_cgroup_root,
-    remove_host_objects,
-    unmount_below,
-)
 
-from kcore.images import ImageStore
 from kcore.plugins.dns import wire
 
-from .conftest import Node, phase_is, pod_manifest
+from .conftest import Node, phase_is, pod_manifest, running_node
 
 UPSTREAM_NAME = "www.upstream.test"
 UPSTREAM_ADDRESS = "192.0.2.10"
@@ -82,34 +72,9 @@ def dns_node(
     tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path, upstream: ThreadedUpstream
 ) -> Iterator[Node]:
     """conftest's ``node``, plus ``--dns-upstream`` pointing at the fake upstream."""
-    data_dir = tmp_path_factory.mktemp("kcore-dns")
-    names = new_names()
-    suffix = secrets.token_hex(4)
-    cgroup = f"kcore-test-{suffix}"
-    node_name = f"node-{suffix}"
-    ImageStore(data_dir / "images").import_path(busybox_layout)
-    args = (
-        *("--bridge-name", names.bridge, "--nft-table", names.table),
-        *("--cluster-cidr", str(names.cluster), "--pod-cidr", str(names.pod)),
-        *("--service-cidr", str(names.service), "--runtime-cgroup-name", cgroup),
-        *("--dns-upstream", f"127.0.0.1:{upstream.port}"),
-    )
-    node = None
-    try:
-        daemon = start_daemon(
-            data_dir, *args, daemon_args=("--node-name", node_name), node_agent=True
-        )
-        node = Node(daemon, names, cgroup, node_name, args)
-        yield node
-    finally:
-        if node is not None and node.daemon.proc.poll() is None:
-            stop_daemon(node.daemon)
-        from kcore.plugins.runtime_linux.cgroups import CgroupDriver
-
-        cleanup_runtime_dir(data_dir)
-        unmount_below(data_dir)
-        remove_cgroup_root(CgroupDriver.detect(root_name=cgroup).parent_paths())
-        remove_host_objects(names)
+    upstream_arg = ("--dns-upstream", f"127.0.0.1:{upstream.port}")
+    with running_node(tmp_path_factory.mktemp("kcore-dns"), busybox_layout, *upstream_arg) as n:
+        yield n
 
 
 def sleeper(name: str, labels: dict[str, str] | None = None, **spec) -> dict:
