@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 import kcore
+from kcore.cluster import init_cmd, join_cmd
 from kcore.ctl import ctl
 from kcore.errors import KcoreError, PluginError
 from kcore.plugin_host import DEFAULT_PLUGINS, PluginHost, installed_plugins, parse_plugin_list
@@ -35,6 +36,7 @@ CONFORMANCE_SUITES: dict[str, str] = {
     "runtime": "kcore.conformance.suites.test_runtime",
     "network": "kcore.conformance.suites.test_network",
     "volume_sources": "kcore.conformance.suites.test_volumes",
+    "controllers": "kcore.conformance.suites.test_controllers",
 }
 
 
@@ -233,6 +235,20 @@ def cli(
     show_default=True,
     help="Run the controller manager (the loaded plugins' controllers, under leader election).",
 )
+@click.option(
+    "--service-cluster-ip-range",
+    default="10.96.0.0/12",
+    show_default=True,
+    callback=lambda ctx, param, value: _check_range(value, "IPRange"),
+    help="The CIDR that Service cluster IPs are allocated from.",
+)
+@click.option(
+    "--service-node-port-range",
+    default="30000-32767",
+    show_default=True,
+    callback=lambda ctx, param, value: _check_range(value, "PortRange"),
+    help="The ports that NodePort Services are allocated from.",
+)
 @click.pass_obj
 def daemon_cmd(
     state: CliState,
@@ -243,6 +259,8 @@ def daemon_cmd(
     node_agent: bool | None = None,
     node_name: str | None = None,
     controllers: bool = True,
+    service_cluster_ip_range: str = "10.96.0.0/12",
+    service_node_port_range: str = "30000-32767",
 ) -> None:
     """Run the API server on the loaded store (HTTPS, admin kubeconfig in the data dir)
     and, by default, a node agent that runs the pods on the loaded runtime."""
@@ -264,8 +282,21 @@ def daemon_cmd(
             node_agent,
             node_name,
             controllers=controllers,
+            service_cluster_ip_range=service_cluster_ip_range,
+            service_node_port_range=service_node_port_range,
         ),
     )
+
+
+def _check_range(value: str, kind: str) -> str:
+    """A Service range option's value, or one clear error line."""
+    from kcore.apiserver import services
+
+    try:
+        getattr(services, kind)(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @cli.command("node")
@@ -292,18 +323,25 @@ def node_cmd(state: CliState, kubeconfig: Path, node_name: str | None = None) ->
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def plugins_cmd(state: CliState, as_json: bool) -> None:
-    """List the loaded plugins, the slot each fills and the hooks each implements."""
+    """List the loaded plugins, the slot each fills, the conformance suites each passed
+    (or failed) in this installation's last ``kcore conformance`` run, and the hooks each
+    implements."""
+    from kcore.conformance.report import load_results, suites_cell, suites_of
+
     infos = state.host.info()
+    results = load_results(state.data_dir)
     if as_json:
-        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        entries = [{**i.as_dict(), "suites": suites_of(results, i.name, i.version)} for i in infos]
+        click.echo(json.dumps(entries, indent=2))
         return
     installed = installed_plugins()
-    rows = [("NAME", "VERSION", "SLOTS", "HOOKS")]
+    rows = [("NAME", "VERSION", "SLOTS", "SUITES", "HOOKS")]
     for i in infos:
-        rows.append((i.name, i.version, ",".join(i.slots) or "-", ",".join(i.hooks)))
-    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        suites = suites_cell(suites_of(results, i.name, i.version))
+        rows.append((i.name, i.version, ",".join(i.slots) or "-", suites, ",".join(i.hooks)))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
     for r in rows:
-        click.echo("  ".join(r[c].ljust(widths[c]) for c in range(3)) + "  " + r[3])
+        click.echo("  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4])
     others = sorted(set(installed) - {i.name for i in infos})
     if others:
         click.echo(f"\ninstalled, not loaded: {', '.join(others)}")
@@ -332,15 +370,22 @@ def conformance_cmd(
     pytest_args: tuple[str, ...],
 ) -> None:
     """Run the conformance suites that apply to a plugin; extra arguments go to pytest."""
+    import importlib.util
+
     import pytest
+
+    from kcore.conformance.report import SuiteRecorder, format_summary, record_results
 
     state: CliState = ctx.obj
     host = PluginHost(plugin_names)
-    offered: set[str] = set()
+    offered_by: dict[str, set[str]] = {}
     for name in plugin_names:
-        offered.update(host.slots_of(name))
         # A contribution suite is named after its hook: kcore_volume_sources -> volume_sources.
-        offered.update(hook.removeprefix("kcore_") for hook in host.hooks_of(name))
+        offered_by[name] = {
+            *host.slots_of(name),
+            *(h.removeprefix("kcore_") for h in host.hooks_of(name)),
+        }
+    offered = set().union(*offered_by.values())
     applicable = [s for s in CONFORMANCE_SUITES if s in offered]
     chosen = list(suites) or applicable
     missing = [s for s in chosen if s not in offered]
@@ -351,12 +396,19 @@ def conformance_cmd(
             f"no conformance suite applies to {', '.join(plugin_names)} "
             f"(it implements: {', '.join(sorted(offered)) or 'no hooks'})"
         )
-    with tempfile.TemporaryDirectory(prefix="kcore-conformance-") as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="kcore-conformance-", ignore_cleanup_errors=True
+    ) as tmp:
         ini = Path(tmp) / "pytest.ini"
         ini.write_text("[pytest]\n")
+        # Test ids and JUnit class names relative to the suites: test_store.py::TestStore::...
+        rootdir = importlib.util.find_spec("kcore.conformance.suites").submodule_search_locations[0]  # type: ignore[union-attr]
         # The suites run their own event loops: pytest-asyncio, if installed, has no part.
-        args = ["-c", str(ini), "--rootdir", tmp, "-p", "no:cacheprovider", "-p", "no:asyncio"]
-        args += ["-rfEs", "-q"]
+        args = ["-c", str(ini), "--rootdir", rootdir, "-p", "no:cacheprovider", "-p", "no:asyncio"]
+        args += ["-q", "-o", f"junit_suite_name=kcore conformance {' '.join(plugin_names)}"]
+        args += ["--basetemp", str(Path(tmp) / "tmp")]  # the tests' own, removed afterwards
+        # kcore is imported already, so pytest cannot rewrite it for its pytest11 plugin.
+        args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
         for name in plugin_names:
             args += ["--kcore-plugin", name]
         for key, value in state.options.items():
@@ -366,8 +418,37 @@ def conformance_cmd(
             args += ["--junitxml", str(Path(junitxml).resolve())]
         args += ["--pyargs", *(CONFORMANCE_SUITES[s] for s in chosen), *pytest_args]
         click.echo(f"kcore conformance: {', '.join(plugin_names)}: suites {', '.join(chosen)}")
-        code = pytest.main(args)
+        recorder = SuiteRecorder({CONFORMANCE_SUITES[s]: s for s in chosen})
+        code = pytest.main(args, plugins=[recorder])
+    if code in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        versions = {i.name: i.version for i in host.info()}
+        tested = {
+            name: (versions.get(name, "unknown"), [s for s in chosen if s in offered_by[name]])
+            for name in plugin_names
+        }
+        results = list(recorder.results.values())
+        click.echo(format_summary(results, {n: v for n, (v, _) in tested.items()}, chosen))
+        partial = any(a.startswith(_SELECTING_ARGS) or "::" in a for a in pytest_args)
+        try:
+            record_results(state.data_dir, tested, results, partial=partial)
+        except OSError as exc:
+            click.echo(f"kcore conformance: results not recorded: {exc}", err=True)
     ctx.exit(int(code))
+
+
+#: pytest arguments that run only some of a suite's tests: such a run is recorded as partial.
+_SELECTING_ARGS = (
+    "-k",
+    "-m",
+    "-x",
+    "--exitfirst",
+    "--maxfail",
+    "--deselect",
+    "--lf",
+    "--last-failed",
+    "--sw",
+    "--stepwise",
+)
 
 
 @cli.command("validate")
@@ -425,6 +506,8 @@ def validate_cmd(files: tuple[Any, ...], strict: bool, output: str) -> None:
 
 
 cli.add_command(ctl)
+cli.add_command(init_cmd)
+cli.add_command(join_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -131,7 +131,12 @@ async def serve(host: PluginHost, settings: Settings, options: DaemonOptions) ->
         )
         # DefaultTolerationSeconds follows the eviction timeout the controllers were given.
         seconds = settings.option("pod_eviction_timeout", DEFAULT_TOLERATION_SECONDS)
-        objects = ObjectStore(store, services=allocator, toleration_seconds=float(seconds))
+        objects = ObjectStore(
+            store,
+            services=allocator,
+            toleration_seconds=float(seconds),
+            admission_checks=host.admission_checks(settings),
+        )
         advertised = _advertised_host(options.bind_address)
         pki = ensure_pki(data_dir, hosts=[advertised, options.bind_address, socket.gethostname()])
         await bootstrap(objects, ca_pem=pki.ca_pem)

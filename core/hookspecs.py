@@ -111,7 +111,9 @@ def kcore_volume_sources(settings: Settings) -> list[VolumeSource]:
 
     :param settings: the data directory and plugin option values.
     :returns: a list of :class:`kcore.interfaces.VolumeSource`; each ``type_name`` must
-        be unique across loaded plugins (a duplicate is a start-up error).
+        be unique across loaded plugins (a duplicate is a start-up error). A plugin's own
+        volume type is a CSI driver: ``type_name = "csi:<driver>"`` materializes the pods'
+        ``csi: {driver: <driver>, volumeAttributes: {...}}`` volumes.
 
     Called once by the node agent at start-up.
     """

@@ -393,7 +393,17 @@ class VolumeSource(Protocol):
     Optional attributes the node agent reads: ``read_only = True`` mounts the volume
     read-only in every container whatever its ``volumeMounts`` say (as Kubernetes does for
     API data: configMap, secret, downwardAPI, projected); a ``host_path(pod, volume)``
-    method names a node path to mount instead of the target (hostPath)."""
+    method names a node path to mount instead of the target (hostPath).
+
+    A plugin's own volume type is used from a Pod as Kubernetes uses a third-party volume
+    driver, as an inline ephemeral CSI volume: the source's ``type_name`` is
+    ``csi:<driver>`` (e.g. ``csi:template.examples.kcore.io``) and it materializes the
+    volumes ``{"name": ..., "csi": {"driver": "<driver>", "volumeAttributes": {...}}}``
+    (``volumeAttributes`` map strings to strings, the driver's settings; ``readOnly: true``
+    mounts the volume read-only in every container; ``fsType`` may be set).
+    The API server keeps only Kubernetes' volume keys, so a source of another new key is
+    reachable from the node agent but not from a Pod. A ``csi`` volume whose driver no
+    source provides fails to mount (``FailedMount``), as a type no source provides does."""
 
     type_name: str
 

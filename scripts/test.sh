@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 
 debs=(etcd-server busybox-static iproute2 iputils-ping openssl nftables docker-registry skopeo
-    apache2-utils)
+    apache2-utils util-linux git)
 # kubectl is on these machines; elsewhere Debian's kubernetes-client provides it.
 command -v kubectl >/dev/null 2>&1 || debs+=(kubernetes-client)
 command -v "$py" >/dev/null 2>&1 || debs+=(python3)
@@ -28,3 +28,6 @@ ruff check .
 ruff format --check .
 # KCORE_NO_SKIPS: a skip is a failure, except a conformance suite's declared missing capability.
 KCORE_NO_SKIPS=1 python -m pytest "$@"
+# The example plugins, each installed into a fresh virtual environment as an outside author
+# would, then `kcore conformance` and their own tests.
+bash scripts/test_examples.sh

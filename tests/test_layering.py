@@ -53,7 +53,7 @@ def test_plugins_import_only_kcore_public_modules_or_their_own():
             for m in _imports(path)
             if m.startswith("kcore")
             and m not in public
-            and not m.startswith(("kcore.api.", "kcore.pods."))
+            and not m.startswith(("kcore.api.", "kcore.pods.", "kcore.conformance"))
             and not m.startswith(own)
         )
         if bad:

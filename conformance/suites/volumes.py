@@ -17,8 +17,15 @@ them from ``--kcore-plugin NAME``; override it to test sources directly::
 
 The suite drives each source through the cases in ``volume_cases`` (one or more per
 Kubernetes volume type; a source of another type needs a case of its own, and a
-contributed type without a case fails). A case whose type the plugins do not contribute
-is skipped with the reason ``volume sources lack capability <type>``. The promises:
+contributed type without a case fails). A source of a type of its own declares its cases
+with a method ``conformance()`` returning a list of :class:`VolumeCase`; the suite adds
+them when it runs on the plugins named with ``--kcore-plugin`` (``kcore conformance``),
+and counts them as cases of that type. A plugin's own volume type is a CSI driver, used
+from a Pod as an inline ``csi`` volume (see ``kcore.interfaces.VolumeSource``): a source of
+type ``csi:<driver>`` gets the cases whose volume is ``{"name": ..., "csi": {"driver":
+"<driver>", "volumeAttributes": {...}}}``, and ``<driver>`` must be a valid CSI driver name.
+A case whose type the plugins do not contribute is skipped with the reason ``volume
+sources lack capability <type>``. The promises:
 
 - ``setup(pod, volume, target, api)`` fills ``target``, an existing empty directory, with
   the volume's files and modes; ``secret`` and ``projected`` (and ``emptyDir`` with
@@ -64,6 +71,7 @@ from kcore.conformance.asyncsupport import async_test
 from kcore.errors import Invalid, NotFound
 from kcore.interfaces import VolumeSource
 from kcore.pods.atomic import DATA_DIR, read_version
+from kcore.settings import Settings
 
 NAMESPACE = "kcore-conformance"
 UPDATES = 25
@@ -83,6 +91,12 @@ HOSTILE_PATHS = {
     "long-path": "/".join(["d"] * 2048) + "/escape",
 }
 """Item paths every source must refuse (``{scratch}`` is the test's directory)."""
+
+CSI_DRIVER_NAME = re.compile(
+    r"(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.IGNORECASE
+)
+"""A CSI driver name as Kubernetes validates an inline volume's ``csi.driver``: at most 63
+characters, a DNS subdomain whatever the case."""
 
 
 def b64(data: bytes) -> str:
@@ -105,7 +119,9 @@ class VolumeCase:
 
     id: str
     volume: Mapping[str, Any]
-    """An entry of ``spec.volumes``: ``{"name": ..., "<type>": {...}}``."""
+    """An entry of ``spec.volumes``: ``{"name": ..., "<type>": {...}}``; for a source of
+    type ``csi:<driver>``, ``{"name": ..., "csi": {"driver": "<driver>",
+    "volumeAttributes": {...}}}``."""
     objects: Sequence[Mapping[str, Any]] = ()
     """ConfigMaps and Secrets the API serves."""
     files: Mapping[str, bytes] = field(default_factory=dict)
@@ -130,7 +146,11 @@ class VolumeCase:
 
     @property
     def type_name(self) -> str:
+        """The volume's key, or ``csi:<driver>`` for a ``csi`` volume: the ``type_name``
+        of the source that materializes it."""
         (kind,) = [k for k in self.volume if k != "name"]
+        if kind == "csi":
+            return f"csi:{(self.volume['csi'] or {}).get('driver') or ''}"
         return kind
 
 
@@ -604,6 +624,25 @@ def for_cases(attribute: str | None = None) -> Callable[[Callable[..., Any]], Ca
     return mark
 
 
+def declared_cases(sources: Sequence[Any]) -> list[VolumeCase]:
+    """The cases that ``sources`` declare with a ``conformance()`` method."""
+    cases: list[VolumeCase] = []
+    for source in sources:
+        declare = getattr(source, "conformance", None)
+        declared = declare() if callable(declare) else ()
+        cases.extend([declared] if isinstance(declared, VolumeCase) else declared or ())
+    return cases
+
+
+def contributed_sources(plugins: Sequence[str]) -> list[Any]:
+    """The volume sources of ``plugins`` (none without plugins), for collection."""
+    if not plugins:
+        return []
+    from kcore.conformance.pytest_plugin import _volume_plugin_host
+
+    return _volume_plugin_host(tuple(plugins)).volume_sources(Settings())
+
+
 # -- the suite -------------------------------------------------------------------------------
 
 
@@ -616,7 +655,12 @@ class VolumeSourceConformance:
         attribute = getattr(metafunc.function, "_kcore_volume_cases", None)
         if attribute is None or "case" not in metafunc.fixturenames:
             return
-        cases = [c for c in self.volume_cases if not attribute or getattr(c, attribute)]
+        plugins = tuple(metafunc.config.getoption("--kcore-plugin", default=None) or ())
+        ids = {c.id for c in self.volume_cases}
+        declared = [c for c in declared_cases(contributed_sources(plugins)) if c.id not in ids]
+        cases = [
+            c for c in [*self.volume_cases, *declared] if not attribute or getattr(c, attribute)
+        ]
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
     @pytest.fixture
@@ -657,7 +701,13 @@ class VolumeSourceConformance:
         assert len(set(names)) == len(names), f"type names are not unique: {names}"
         for source in sources:
             assert isinstance(source, VolumeSource), f"{source!r} is no VolumeSource"
-        covered = {c.type_name for c in self.volume_cases}
+            if source.type_name.startswith("csi:"):
+                driver = source.type_name.removeprefix("csi:")
+                assert CSI_DRIVER_NAME.fullmatch(driver), (
+                    f"{source.type_name}: {driver!r} is no valid CSI driver name (a DNS "
+                    "subdomain of at most 63 characters, e.g. template.example.com)"
+                )
+        covered = {c.type_name for c in [*self.volume_cases, *declared_cases(sources)]}
         missing = sorted(set(names) - covered)
         assert not missing, f"no VolumeCase for {missing}: add cases to volume_cases"
 

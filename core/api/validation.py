@@ -920,7 +920,33 @@ def _validate_volumes(volumes: list[core_v1.Volume], path: str, errs: ErrorList)
             _validate_projected(vol.projected, f"{p}.projected", errs)
         if vol.persistent_volume_claim is not None and not vol.persistent_volume_claim.claim_name:
             errs.required(f"{p}.persistentVolumeClaim.claimName")
+        if vol.csi is not None:
+            _validate_inline_csi(vol.csi, f"{p}.csi", errs)
     return names
+
+
+def _validate_inline_csi(raw: Any, path: str, errs: ErrorList) -> None:
+    """An inline CSI volume: a driver name (as ``validateCSIDriverName``) and string
+    attributes; the driver is a plugin's ``csi:<driver>`` volume source on the node."""
+    csi = raw
+    if not isinstance(csi, dict):
+        errs.invalid(path, None, "must be an object")
+        return
+    driver = csi.get("driver")
+    if not driver:
+        errs.required(f"{path}.driver")
+    elif not isinstance(driver, str):
+        errs.invalid(f"{path}.driver", driver, "must be a string")
+    else:
+        if len(driver) > 63:
+            errs.too_long(f"{path}.driver", 63)
+        errs.check(f"{path}.driver", driver, is_dns1123_subdomain(driver.lower()))
+    attributes = csi.get("volumeAttributes")
+    if attributes is not None and not isinstance(attributes, dict):
+        errs.invalid(f"{path}.volumeAttributes", attributes, "must be a map of strings")
+    for key, value in (attributes or {}).items():
+        if not isinstance(value, str):
+            errs.invalid(f"{path}.volumeAttributes[{key}]", value, "must be a string")
 
 
 def _validate_tolerations(

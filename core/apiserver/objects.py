@@ -12,14 +12,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import inspect
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import structlog
 
 from kcore import api
 from kcore.api.meta import now
@@ -37,6 +39,7 @@ from kcore.errors import (
     KcoreError,
     NotFound,
 )
+from kcore.interfaces import AdmissionCheck, AdmissionRequest
 from kcore.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 from kcore.pods.tolerations import DEFAULT_TOLERATION_SECONDS, with_default_tolerations
 from kcore.selectors import (
@@ -46,6 +49,8 @@ from kcore.selectors import (
     parse_label_selector,
 )
 from kcore.store import EventType, KeyValue, Store
+
+log = structlog.get_logger("kcore.apiserver")
 
 _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
@@ -64,6 +69,13 @@ IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-
 # Kinds whose DELETE without a propagation policy orphans dependents: batch/v1 Job (and v1
 # ReplicationController) keep their legacy default; kubectl always sends Background.
 ORPHAN_BY_DEFAULT = {("batch/v1", "Job"), ("v1", "ReplicationController")}
+SYSTEM_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
 PATCH_TYPES = {
     "application/json-patch+json": "json",
     "application/merge-patch+json": "merge",
@@ -215,8 +227,11 @@ class ObjectStore:
         *,
         services: ServiceAllocator | None = None,
         toleration_seconds: float = DEFAULT_TOLERATION_SECONDS,
+        admission_checks: Iterable[AdmissionCheck] | None = None,
     ) -> None:
         self.store = store
+        self.admission_checks: list[AdmissionCheck] = list(admission_checks or ())
+        """The plugins' admission checks, run in this order on every write."""
         self.toleration_seconds = toleration_seconds
         """The ``tolerationSeconds`` of the not-ready/unreachable tolerations new pods get
         (DefaultTolerationSeconds admission)."""
@@ -311,6 +326,114 @@ class ObjectStore:
         ) == "Terminating":
             raise namespace_terminating(info, namespace or "", name)
 
+    # -- admission -----------------------------------------------------------------------
+
+    async def _admit(
+        self,
+        info: ResourceInfo,
+        operation: str,
+        namespace: str | None,
+        name: str,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        *,
+        user: str | None,
+        subresource: str | None,
+        dry_run: bool,
+        check_update: bool = True,
+    ) -> dict[str, Any] | None:
+        """Run the admission checks on a write, in order, as Kubernetes' mutating and
+        validating admission: each check sees what the one before left. A changed object is
+        validated again (an invalid one is a 422). A check's ``KcoreError`` refuses the
+        write; any other exception is a 500 that names the check. A DELETE has no new object:
+        what a check returns for it is ignored."""
+        for check in self.admission_checks:
+            check_name = getattr(check, "name", None) or type(check).__name__
+            request = AdmissionRequest(
+                operation=operation,
+                group=info.group,
+                version=info.version,
+                resource=info.plural,
+                namespace=namespace if info.namespaced else None,
+                name=name,
+                obj=copy.deepcopy(obj),
+                old=copy.deepcopy(old),
+                user=user,
+                subresource=subresource,
+                dry_run=dry_run,
+            )
+            try:
+                answer = check.admit(request)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+            except KcoreError:
+                raise
+            except Exception as exc:
+                log.exception("admission check failed", check=check_name, operation=operation)
+                raise KcoreError(
+                    f"admission check {check_name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            if answer is None or obj is None:
+                continue
+            if not isinstance(answer, Mapping):
+                raise KcoreError(
+                    f"admission check {check_name} failed: it returned a "
+                    f"{type(answer).__name__}, not an object or None"
+                )
+            obj = self._mutated(
+                info, check_name, obj, answer, old, subresource, check_update=check_update
+            )
+        return obj
+
+    def _mutated(
+        self,
+        info: ResourceInfo,
+        check_name: str,
+        before: dict[str, Any],
+        answer: Mapping[str, Any],
+        old: dict[str, Any] | None,
+        subresource: str | None,
+        *,
+        check_update: bool,
+    ) -> dict[str, Any]:
+        """The object an admission check returned, held to what the write may change (as
+        the first version was) and validated again."""
+        changed = copy.deepcopy(dict(answer))
+        meta = changed.get("metadata")
+        if not isinstance(meta, dict):
+            why = f"removed by admission check {check_name}"
+            raise Invalid(
+                f"metadata: Required value: {why}",
+                [FieldError("metadata", why, "FieldValueRequired")],
+            )
+        _check_meta_types(meta)
+        for field in ("name", "namespace"):
+            if meta.get(field) != before["metadata"].get(field):
+                why = f"may not be changed by admission check {check_name}"
+                raise Invalid(
+                    f"metadata.{field}: Forbidden: {why}",
+                    [FieldError(f"metadata.{field}", why, "FieldValueForbidden")],
+                )
+        if old is not None:
+            changed = self._merge_for_update(info, old, changed, subresource)
+        else:  # what the server set on the new object stays
+            for field in SYSTEM_METADATA:
+                if field in before["metadata"]:
+                    meta[field] = before["metadata"][field]
+                else:
+                    meta.pop(field, None)
+        changed["apiVersion"], changed["kind"] = info.api_version, info.kind
+        obj = self._normalize(
+            info,
+            changed,
+            strict=False,
+            old=_without_rv(old) if old is not None and check_update else None,
+        )
+        if old is None and info.group == "" and info.kind == "Pod":
+            pod = api.decode(obj, into=info.type)
+            obj.setdefault("status", {})["qosClass"] = api.qos_class(pod.spec)
+        return obj
+
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, info: ResourceInfo, namespace: str | None, name: str) -> dict[str, Any]:
@@ -385,6 +508,7 @@ class ObjectStore:
         *,
         strict: bool = False,
         dry_run: bool = False,
+        user: str | None = None,
     ) -> dict[str, Any]:
         self._check_identity(info, body)
         body = copy.deepcopy(dict(body))
@@ -425,6 +549,18 @@ class ObjectStore:
             obj = api.to_dict(job)
         name = obj["metadata"]["name"]
         await self._require_namespace(info, namespace, name)
+        obj = await self._admit(
+            info,
+            "CREATE",
+            namespace,
+            name,
+            obj,
+            None,
+            user=user,
+            subresource=None,
+            dry_run=dry_run,
+        )
+        assert obj is not None
         key = self.key(info, namespace, name)
         allocation = None
         if _is_service(info):
@@ -480,6 +616,7 @@ class ObjectStore:
         subresource: str | None = None,
         strict: bool = False,
         dry_run: bool = False,
+        user: str | None = None,
     ) -> dict[str, Any]:
         """PUT: replace the object; a stale ``metadata.resourceVersion`` is a Conflict and an
         empty one means "whatever is current". ``subresource="finalize"`` (namespaces only)
@@ -512,6 +649,7 @@ class ObjectStore:
             subresource=subresource,
             strict=strict,
             dry_run=dry_run,
+            user=user,
         )
 
     async def patch(
@@ -525,6 +663,7 @@ class ObjectStore:
         subresource: str | None = None,
         strict: bool = False,
         dry_run: bool = False,
+        user: str | None = None,
     ) -> dict[str, Any]:
         kind = PATCH_TYPES[patch_type]
         if kind == "apply":
@@ -538,7 +677,9 @@ class ObjectStore:
                 if not isinstance(meta, dict):
                     raise BadRequest("metadata must be an object") from None
                 meta.setdefault("name", name)
-                return await self.create(info, namespace, body, strict=strict, dry_run=dry_run)
+                return await self.create(
+                    info, namespace, body, strict=strict, dry_run=dry_run, user=user
+                )
         kind = self.crds.patch_kind(info, kind)
 
         def change(old: dict[str, Any]) -> dict[str, Any]:
@@ -564,6 +705,7 @@ class ObjectStore:
             strict=strict,
             dry_run=dry_run,
             patch_may_set_rv=True,
+            user=user,
         )
 
     async def _update(
@@ -579,6 +721,7 @@ class ObjectStore:
         dry_run: bool,
         patch_may_set_rv: bool = False,
         check_update: bool = True,
+        user: str | None = None,
     ) -> dict[str, Any]:
         key = self.key(info, namespace, name)
         for _attempt in range(20):
@@ -605,6 +748,19 @@ class ObjectStore:
             obj = self._normalize(
                 info, new, strict=strict, old=_without_rv(old) if check_update else None
             )
+            obj = await self._admit(
+                info,
+                "UPDATE",
+                namespace,
+                name,
+                obj,
+                old,
+                user=user,
+                subresource=subresource,
+                dry_run=dry_run,
+                check_update=check_update,
+            )
+            assert obj is not None
             if _same(obj, old):
                 return old
             if _spec_changed(old, obj):
@@ -653,7 +809,13 @@ class ObjectStore:
         raise conflict(info, name, "too many concurrent writers; try again")
 
     async def bind(
-        self, info: ResourceInfo, namespace: str | None, name: str, node: str
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        node: str,
+        *,
+        user: str | None = None,
     ) -> dict[str, Any]:
         """``pods/binding``: set ``spec.nodeName`` once (the only way it may change)."""
 
@@ -688,6 +850,7 @@ class ObjectStore:
             strict=False,
             dry_run=False,
             check_update=False,
+            user=user,
         )
 
     @staticmethod
@@ -729,13 +892,7 @@ class ObjectStore:
         merged = new
         merged["apiVersion"], merged["kind"] = info.api_version, info.kind
         meta = merged["metadata"]
-        for field in (
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ):
+        for field in SYSTEM_METADATA:
             if old["metadata"].get(field) is not None:
                 meta[field] = old["metadata"][field]
             else:
@@ -766,6 +923,7 @@ class ObjectStore:
         options: Mapping[str, Any] | None = None,
         *,
         dry_run: bool = False,
+        user: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Delete, honouring preconditions, grace periods and finalizers. Returns the
         object and whether it is gone now (``False``: it waits for finalizers or for its
@@ -797,6 +955,17 @@ class ObjectStore:
                 )
             if _is_namespace(info) and name in IMMORTAL_NAMESPACES:
                 raise forbidden(info, name, "this namespace may not be deleted")
+            await self._admit(
+                info,
+                "DELETE",
+                namespace,
+                name,
+                None,
+                obj,
+                user=user,
+                subresource=None,
+                dry_run=dry_run,
+            )
             old_finalizers = list(meta.get("finalizers") or [])
             finalizers = _gc_finalizers(info, old_finalizers, options)
             finalizers = self.crds.deletion_finalizers(info, obj, finalizers)

@@ -380,7 +380,7 @@ class APIServer:
                 if t.info.kind == "CertificateSigningRequest" and USER in request:
                     body = _with_requester(body, request[USER])
                 obj = await self.objects.create(
-                    t.info, t.namespace, body, strict=strict, dry_run=dry_run
+                    t.info, t.namespace, body, strict=strict, dry_run=dry_run, user=_user(request)
                 )
                 return self._object_response(request, t.info, obj, 201)
             if method == "DELETE":
@@ -422,6 +422,7 @@ class APIServer:
                 subresource=t.subresource,
                 strict=strict,
                 dry_run=dry_run,
+                user=_user(request),
             )
             return self._object_response(request, t.info, obj)
         if method == "PATCH":
@@ -441,6 +442,7 @@ class APIServer:
                 subresource=t.subresource,
                 strict=strict,
                 dry_run=dry_run,
+                user=_user(request),
             )
             return self._object_response(request, t.info, obj)
         if method == "DELETE":
@@ -452,7 +454,7 @@ class APIServer:
             if "propagationPolicy" in q:
                 options["propagationPolicy"] = q["propagationPolicy"]
             obj, gone = await self.objects.delete(
-                t.info, t.namespace, t.name, options, dry_run=dry_run
+                t.info, t.namespace, t.name, options, dry_run=dry_run, user=_user(request)
             )
             answer = delete_answer(t.info, obj, gone)
             if answer is obj:
@@ -628,7 +630,12 @@ class APIServer:
             meta = obj["metadata"]
             try:
                 await self.objects.delete(
-                    t.info, meta.get("namespace"), meta["name"], body, dry_run=dry_run
+                    t.info,
+                    meta.get("namespace"),
+                    meta["name"],
+                    body,
+                    dry_run=dry_run,
+                    user=_user(request),
                 )
             except NotFound:
                 pass
@@ -687,7 +694,14 @@ class APIServer:
         if rv:
             ops.insert(0, {"op": "add", "path": "/metadata/resourceVersion", "value": rv})
         updated = await self.objects.patch(
-            t.info, t.namespace, t.name, "application/json-patch+json", ops, dry_run=dry_run
+            t.info,
+            t.namespace,
+            t.name,
+            "application/json-patch+json",
+            ops,
+            subresource="scale",
+            dry_run=dry_run,
+            user=_user(request),
         )
         return json_response(self._scale_of(t.info, updated))
 
@@ -743,7 +757,7 @@ class APIServer:
         node = target.get("name") if isinstance(target, dict) else None
         if not node or not isinstance(node, str):
             raise BadRequest("a binding needs target.name")
-        await self.objects.bind(t.info, t.namespace, t.name, node)
+        await self.objects.bind(t.info, t.namespace, t.name, node, user=_user(request))
         return json_response(
             {
                 "kind": "Status",
@@ -754,6 +768,12 @@ class APIServer:
             },
             201,
         )
+
+
+def _user(request: web.Request) -> str | None:
+    """The name of the authenticated caller, for admission checks (None without
+    authentication)."""
+    return request[USER].name if USER in request else None
 
 
 def _with_requester(body: dict[str, Any], user: UserInfo) -> dict[str, Any]:

@@ -405,16 +405,34 @@ class NodeAgent:
         base["searches"] = list(dict.fromkeys(base["searches"]))[:32]
         return base
 
+    def volume_source(self, volume: Mapping[str, Any]) -> tuple[str | None, Any, str]:
+        """The volume's type (its key other than ``name``), the source that materializes
+        it, and why there is none. A ``csi`` volume goes to the source of type
+        ``csi:<driver>`` (a plugin's volume type, used inline as Kubernetes' ephemeral CSI
+        volumes are)."""
+        kind = next((k for k in volume if k != "name"), None)
+        if kind == "csi":
+            driver = (volume.get("csi") or {}).get("driver") or ""
+            key = f"csi:{driver}" if driver else ""
+            missing = (
+                f"volume driver {driver!r} is not installed on this node"
+                if driver
+                else "a csi volume needs a driver"
+            )
+        else:
+            key, missing = kind or "", f"volume type {kind!r} is not supported on this node"
+        return kind, self.sources.get(key), missing
+
     async def setup_volume(
         self, pod: Mapping[str, Any], volume: Mapping[str, Any], read_only: set[str]
     ) -> Path:
         """Materialize one volume; the node path containers mount. A source whose
-        ``read_only`` is true adds the volume's name to ``read_only``."""
-        kind = next((k for k in volume if k != "name"), None)
+        ``read_only`` is true, or a ``csi`` volume with ``readOnly: true``, adds the
+        volume's name to ``read_only``."""
+        kind, source, missing = self.volume_source(volume)
         name = volume.get("name") or ""
-        source = self.sources.get(kind or "")
         if source is None:
-            raise Invalid(f"volume type {kind!r} is not supported on this node")
+            raise Invalid(missing)
         uid = (pod.get("metadata") or {}).get("uid") or ""
         pod_dir = self.pod_dir(uid)
         record = pod_dir / "pod.json"
@@ -426,7 +444,7 @@ class NodeAgent:
         target = pod_dir / "volumes" / f"kubernetes.io~{kind}" / name
         target.mkdir(parents=True, exist_ok=True)
         await source.setup(pod, volume, target, self.api)
-        if getattr(source, "read_only", False):
+        if getattr(source, "read_only", False) or (volume.get("csi") or {}).get("readOnly") is True:
             read_only.add(name)
         host_path = getattr(source, "host_path", None)
         if host_path is not None:
@@ -437,8 +455,7 @@ class NodeAgent:
         uid = (pod.get("metadata") or {}).get("uid") or ""
         pod_dir = self.pod_dir(uid)
         for volume in (pod.get("spec") or {}).get("volumes") or []:
-            kind = next((k for k in volume if k != "name"), None)
-            source = self.sources.get(kind or "")
+            kind, source, _ = self.volume_source(volume)
             target = pod_dir / "volumes" / f"kubernetes.io~{kind}" / (volume.get("name") or "")
             if source is None or not target.exists():
                 continue

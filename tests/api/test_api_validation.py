@@ -673,3 +673,22 @@ def test_config_map_size_counts_bytes_not_characters():
         validate(cm)
     cm.data["a"] = "é" * 500_000
     validate(cm)
+
+
+@pytest.mark.parametrize(
+    ("csi", "fields"),
+    [
+        ({"driver": "template.examples.kcore.io", "volumeAttributes": {"a": "1"}}, []),
+        ({}, ["spec.volumes[1].csi.driver"]),
+        ({"driver": "Not_A_Driver"}, ["spec.volumes[1].csi.driver"]),
+        ({"driver": "d" * 64}, ["spec.volumes[1].csi.driver"]),
+        (
+            {"driver": "ok.io", "volumeAttributes": {"n": 1}},
+            ["spec.volumes[1].csi.volumeAttributes[n]"],
+        ),
+    ],
+)
+def test_inline_csi_volumes_name_a_driver_and_carry_string_attributes(csi, fields):
+    pod = _pod()
+    pod["spec"]["volumes"].append({"name": "plugin", "csi": csi})
+    assert _fields(pod) == fields

@@ -306,7 +306,7 @@ async def test_a_dependent_created_with_a_dangling_reference_is_collected(cluste
     await api.create(replica_set("real", replicas=0))
     await api.create(pod("misled", {"app": "y"}, owner={**ghost, "name": "real"}))
     # An owner of a kind this server does not serve is never taken as gone.
-    alien = {**ghost, "apiVersion": "example.com/v1", "kind": "Widget", "uid": "u-alien"}
+    alien = {**ghost, "apiVersion": "unserved.kcore.test/v1", "kind": "Unserved", "uid": "u-alien"}
     await api.create(pod("alien", {"app": "z"}, owner=alien))
     await eventually(lambda: gone(api, "v1", "Pod", "haunted"))
     await eventually(lambda: gone(api, "v1", "Pod", "misled"))

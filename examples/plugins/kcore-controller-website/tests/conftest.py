@@ -141,3 +141,14 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             proc.wait()
         with contextlib.suppress(Exception):
             proc.stdout.close()
+        unmount_below(data_dir)
+
+
+def unmount_below(path: Path) -> None:
+    """The node agent's volume mounts outlive the daemon (pods keep running by design):
+    unmount whatever is still mounted below ``path``, deepest first."""
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mountinfo") as info:
+        points = [line.split()[4] for line in info]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
