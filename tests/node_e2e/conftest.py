@@ -150,6 +150,8 @@ def running_node(data_dir: Path, busybox_layout: Path, *extra_args: str) -> Iter
         *("--bridge-name", names.bridge, "--nft-table", names.table),
         *("--cluster-cidr", str(names.cluster), "--pod-cidr", str(names.pod)),
         *("--service-cidr", str(names.service), "--runtime-cgroup-name", cgroup),
+        # Names outside the cluster go nowhere: no test query leaves the machine.
+        *("--dns-upstream", "127.0.0.1:9"),
         *extra_args,
     )
     daemon_args = ("--node-name", node_name, "--service-cluster-ip-range", str(names.service))

@@ -133,6 +133,14 @@ def test_the_cluster_ip_reaches_every_replica(node, web):
     assert len(got) == 24
 
 
+def test_the_service_name_reaches_every_replica(node, web):
+    # The absolute name, and the short one (the pod's first search domain answers it).
+    pods = ready_pods(node)
+    for url in ("http://web.default.svc.cluster.local./", "http://web/"):
+        got = until(answers_from(node, url, pods), 60, f"all replicas answer {url}")
+        assert len(got) == 24
+
+
 def test_a_pod_failing_readiness_gets_no_traffic(node, web):
     pods = ready_pods(node)
     sick = pods[0]
