@@ -257,6 +257,12 @@ class CronJobController(Reconciler):
     name = "cronjob-controller"
     kinds = (CRONJOB, JOB)
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import cronjob_scenarios
+
+        return cronjob_scenarios()
+
     async def setup(self) -> None:
         self._written: dict[str, dict[str, Any]] = {}
 

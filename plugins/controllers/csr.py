@@ -128,6 +128,12 @@ class CSRApprovingController(Reconciler):
     name = "csrapproving"
     kinds = [CSR]
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import csr_approving_scenarios
+
+        return csr_approving_scenarios()
+
     async def reconcile(self, key: str) -> float | None:
         obj = self.cached(key)
         if obj is None or _settled(obj):
@@ -250,6 +256,12 @@ class CSRSigningController(Reconciler):
     name = "csrsigning"
     kinds = [CSR]
     signers = (KUBE_APISERVER_CLIENT_KUBELET, KUBE_APISERVER_CLIENT)
+
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import csr_signing_scenarios
+
+        return csr_signing_scenarios()
 
     def __init__(self, ca: CertificateAuthority) -> None:
         self.ca = ca

@@ -347,6 +347,12 @@ class DaemonSetController(Reconciler):
     kinds = (DS, POD, NODE, REVISION)
     burst_replicas = BURST_REPLICAS
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import daemonset_scenarios
+
+        return daemonset_scenarios()
+
     async def setup(self) -> None:
         self.creations = Expectations()
         self.deletions = Expectations()

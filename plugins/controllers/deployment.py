@@ -495,6 +495,12 @@ class DeploymentController(Reconciler):
     name = "deployment-controller"
     kinds = (DEPLOYMENT, RS, POD)
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import deployment_scenarios
+
+        return deployment_scenarios()
+
     _superseded: dict[str, set[str]]
     """Per key, resourceVersions of the Deployment that our own writes replaced: while the
     cache holds one of them, a sync could only conflict, and the event of our write is on

@@ -356,6 +356,12 @@ class EndpointsController(ServicePodsReconciler):
     name = "endpoints-controller"
     kinds = (SERVICE, POD, ENDPOINTS)
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import endpoints_scenarios
+
+        return endpoints_scenarios()
+
     def keys_for(self, event: ResourceEvent) -> Iterable[str]:
         if (event.api_version, event.kind) == ENDPOINTS:
             # Someone else changed or removed an Endpoints: put the Service's back.

@@ -47,6 +47,7 @@ from kcore.controllers import (
     MODIFIED,
     Reconciler,
     ResourceEvent,
+    being_deleted,
     is_pod_ready,
     make_key,
     namespace_terminating,
@@ -426,6 +427,12 @@ class EndpointSliceController(ServicePodsReconciler):
     kinds = (SERVICE, POD, SLICE, NODE)
     max_endpoints_per_slice = MAX_ENDPOINTS_PER_SLICE
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import endpointslice_scenarios
+
+        return endpointslice_scenarios()
+
     async def setup(self) -> None:
         self.tracker = SliceTracker()
         self.informers.add_index(*SLICE, BY_SERVICE, managed_service_key)
@@ -471,6 +478,8 @@ class EndpointSliceController(ServicePodsReconciler):
             zone_of=self.zone_of,
             max_endpoints_per_slice=self.max_endpoints_per_slice,
         )
+        if being_deleted(svc):
+            plan.creates.clear()  # as upstream: no new slices for a Service on its way out
         if plan:
             await self.apply(key, plan)
         return None

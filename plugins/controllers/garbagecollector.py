@@ -110,6 +110,12 @@ class GarbageCollector(Reconciler):
     name = "garbage-collector"
     workers = 4
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import garbage_collector_scenarios
+
+        return garbage_collector_scenarios()
+
     def __init__(self, kinds: Iterable[Kind] | None = None) -> None:
         self._follow = kinds is None
         """Without a fixed list, watch every collectable kind, custom resources as their

@@ -331,6 +331,12 @@ class JobController(Reconciler):
     kinds = (JOB, POD)
     burst = BURST
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import job_scenarios
+
+        return job_scenarios()
+
     async def setup(self) -> None:
         self.informers.add_index(*POD, BY_JOB, _job_index)
         self.expectations = Expectations()

@@ -66,6 +66,12 @@ class NamespaceController(Reconciler):
     kinds = (NAMESPACE, POD)
     workers = 2
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import namespace_scenarios
+
+        return namespace_scenarios()
+
     async def setup(self) -> None:
         self._attempts: dict[str, int] = {}
 

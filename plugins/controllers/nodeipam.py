@@ -53,6 +53,12 @@ class NodeIpamController(Reconciler):
     kinds = [NODE]
     workers = 1
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import nodeipam_scenarios
+
+        return nodeipam_scenarios()
+
     def __init__(self, cluster_cidr: IPv4Network, mask_size: int = DEFAULT_MASK_SIZE) -> None:
         self.cluster_cidr = cluster_cidr
         self.mask_size = mask_size

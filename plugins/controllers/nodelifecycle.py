@@ -241,6 +241,12 @@ class NodeLifecycleController(Reconciler):
     kinds = (NODE, LEASE, POD)
     workers = 4
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import node_lifecycle_scenarios
+
+        return node_lifecycle_scenarios()
+
     def __init__(
         self,
         *,
@@ -475,6 +481,12 @@ class TaintEvictionController(Reconciler):
     name = "taint-eviction-controller"
     kinds = (NODE, POD)
     workers = 4
+
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import taint_eviction_scenarios
+
+        return taint_eviction_scenarios()
 
     def __init__(self, *, eviction_timeout: float = POD_EVICTION_TIMEOUT) -> None:
         self.eviction_timeout = eviction_timeout

@@ -46,6 +46,12 @@ class PodGCController(Reconciler):
     kinds = [POD, NODE]
     workers = 1
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import podgc_scenarios
+
+        return podgc_scenarios()
+
     def __init__(self, terminated_threshold: int = TERMINATED_POD_GC_THRESHOLD) -> None:
         super().__init__()
         self.terminated_threshold = terminated_threshold

@@ -100,6 +100,12 @@ class ReplicaSetController(Reconciler):
     kinds = (RS, POD)
     burst_replicas = BURST_REPLICAS
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.controllers.conformance import replicaset_scenarios
+
+        return replicaset_scenarios()
+
     async def setup(self) -> None:
         self.expectations = Expectations()
 

@@ -76,6 +76,12 @@ class Scheduler:
 
     name = "scheduler"
 
+    def conformance(self) -> list[Any]:
+        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
+        from kcore.plugins.scheduler.conformance import scheduler_scenarios
+
+        return scheduler_scenarios()
+
     def __init__(
         self,
         settings: Any = None,
