@@ -265,7 +265,12 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, int]]] = {
         ("RequestedDuration", S, 0),
         ("Condition", S, 0),
     ],
-    "ControllerRevision": [("Name", S, 0), ("Controller", S, 0), ("Revision", INT, 0), ("Age", S, 0)],
+    "ControllerRevision": [
+        ("Name", S, 0),
+        ("Controller", S, 0),
+        ("Revision", INT, 0),
+        ("Age", S, 0),
+    ],
     "DaemonSet": [
         ("Name", S, 0),
         ("Desired", INT, 0),
