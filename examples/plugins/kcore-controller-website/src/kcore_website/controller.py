@@ -165,14 +165,15 @@ def drift(kind: tuple[str, str], actual: dict[str, Any], desired: dict[str, Any]
 
 
 def _condition(
-    old: list[dict[str, Any]], status: str, reason: str, message: str
+    old: list[dict[str, Any]], status: str, reason: str, message: str, now: float
 ) -> list[dict[str, Any]]:
-    """The ``Ready`` condition; its transition time moves only when its status does."""
+    """The ``Ready`` condition; its transition time (``now``, in seconds) moves only when
+    its status does."""
     previous = next((c for c in old if c.get("type") == "Ready"), None)
     stamp = (
         previous.get("lastTransitionTime")
         if previous is not None and previous.get("status") == status
-        else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        else datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     ready = {
         "type": "Ready",
@@ -200,6 +201,14 @@ class WebsiteController(Reconciler):
                 await self.api.create(crd)
             except AlreadyExists:
                 pass
+
+    def conformance(self) -> list[Any]:
+        """The worlds kcore's controller conformance suite checks this controller in
+        (``kcore conformance --plugin website``). Imported here so that only the suite
+        loads the scenarios (and pytest, which they need)."""
+        from kcore_website.conformance import scenarios
+
+        return scenarios()
 
     async def reconcile(self, key: str) -> float | None:
         website = self.cached(key)
@@ -240,7 +249,11 @@ class WebsiteController(Reconciler):
         old = website.get("status") or {}
         if ready >= want:
             conditions = _condition(
-                old.get("conditions") or [], "True", "Serving", f"{ready}/{want} replicas ready"
+                old.get("conditions") or [],
+                "True",
+                "Serving",
+                f"{ready}/{want} replicas ready",
+                self.now(),
             )
         else:
             conditions = _condition(
@@ -248,6 +261,7 @@ class WebsiteController(Reconciler):
                 "False",
                 "Starting",
                 f"{ready}/{want} replicas ready",
+                self.now(),
             )
         status = {
             "observedGeneration": meta.get("generation"),
