@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 import kcore
-from kcore.cluster import init_cmd, join_cmd
+from kcore.cluster import admin_kubeconfig_option, init_cmd, join_cmd
 from kcore.ctl import ctl
 from kcore.errors import KcoreError, PluginError
 from kcore.plugin_host import DEFAULT_PLUGINS, PluginHost, installed_plugins, parse_plugin_list
@@ -210,11 +210,7 @@ def cli(
 @click.option(
     "--port", default=6443, show_default=True, type=int, help="HTTPS port (0: any free port)."
 )
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the admin kubeconfig (default <data-dir>/admin.kubeconfig).",
-)
+@admin_kubeconfig_option
 @click.option(
     "--compaction-interval",
     default=300.0,

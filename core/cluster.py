@@ -30,9 +30,7 @@ import base64
 import contextlib
 import datetime as dt
 import ipaddress
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,19 +182,10 @@ def _kubeconfig_text(server: str, ca_pem: bytes) -> str:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` (mode 0600) through a temp file and a rename."""
+    from kcore.apiserver.pki import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data, 0o600)
 
 
 @dataclass
@@ -370,6 +359,14 @@ class _OwnOptionsYield(click.Command):
             self.params = saved
 
 
+admin_kubeconfig_option = click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the admin kubeconfig (default <data-dir>/admin.kubeconfig).",
+)
+"""``--kubeconfig`` of the commands that start a control plane (``kcore daemon``, ``init``)."""
+
+
 @click.command("init", cls=_OwnOptionsYield)
 @click.option(
     "--advertise-address",
@@ -409,11 +406,7 @@ class _OwnOptionsYield(click.Command):
     default=None,
     help="Run a node agent on the control plane (default: when a runtime plugin is loaded).",
 )
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the admin kubeconfig (default <data-dir>/admin.kubeconfig).",
-)
+@admin_kubeconfig_option
 @click.pass_context
 def init_cmd(
     ctx: click.Context,

@@ -43,6 +43,8 @@ def test_plugins_import_only_kcore_public_modules_or_their_own():
         "kcore.netinfo",
         "kcore.pods",
         "kcore.settings",
+        # issuing certificates with the cluster CA, as the CSR signer does
+        "kcore.pki",
     }
     offenders = {}
     for path in (ROOT / "plugins").rglob("*.py"):

@@ -98,6 +98,17 @@ fresh-copy part of the quiescence check is what covers it.
 
 Every test builds its own store, API and clients, and stops every controller and closes
 every client and the store when it ends, also when it fails.
+
+Helpers for scenario authors
+----------------------------
+* :func:`flip_between` makes a ``flip`` that patches one object back and forth::
+
+      flip=flip_between(NODE, "n1", {"spec": {"unschedulable": True}},
+                        {"spec": {"unschedulable": False}}, namespace=None)
+
+* :func:`ready_node` creates a Node whose node agent has reported it Ready, with
+  allocatable resources, as a seed's world usually needs;
+* :func:`condition` reads one condition of an object's status.
 """
 
 from __future__ import annotations
@@ -285,6 +296,74 @@ class ScenarioEnv:
         """The virtual time (plus ``offset`` seconds) in RFC 3339."""
         fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ"
         return datetime.fromtimestamp(self.clock() + offset, UTC).strftime(fmt)
+
+
+def flip_between(
+    kind: tuple[str, str],
+    name: str,
+    even: Mapping[str, Any],
+    odd: Mapping[str, Any],
+    *,
+    namespace: Any = HERE,
+) -> Callable[[ScenarioEnv, int], Awaitable[Any]]:
+    """A ``flip`` that merge-patches the ``kind`` object ``name`` with ``even`` on the
+    even flips and with ``odd`` on the odd ones (``namespace=None``: cluster-scoped)."""
+
+    async def flip(env: ScenarioEnv, i: int) -> None:
+        patch = even if i % 2 == 0 else odd
+        await env.api.patch(*kind, name, patch, namespace=env._ns(namespace))
+
+    return flip
+
+
+async def ready_node(
+    env: ScenarioEnv,
+    name: str,
+    labels: Mapping[str, str] | None = None,
+    *,
+    cpu: str = "4",
+    memory: str = "8Gi",
+    **spec: Any,
+) -> dict[str, Any]:
+    """Creates the Node ``name`` (``labels`` next to ``kubernetes.io/hostname``, ``spec``)
+    with the status its node agent would report: Ready, with ``cpu``, ``memory`` and 110
+    pods allocatable. Returns the Node as it is then."""
+    created = await env.api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": {"kubernetes.io/hostname": name, **(labels or {})},
+            },
+            "spec": spec,
+        }
+    )
+    now = env.stamp()
+    resources = {"cpu": cpu, "memory": memory, "pods": "110"}
+    status = {
+        "capacity": resources,
+        "allocatable": dict(resources),
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            },
+        ],
+    }
+    patched = await env.api.patch("v1", "Node", name, {"status": status}, subresource="status")
+    return patched or created
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any]:
+    """The condition ``type_`` of ``obj``'s status (``{}`` when it has none)."""
+    for c in (obj.get("status") or {}).get("conditions") or ():
+        if c.get("type") == type_:
+            return c
+    return {}
 
 
 def scenarios_of(controller: Any) -> list[Scenario]:
@@ -1187,7 +1266,10 @@ __all__ = [
     "Scenario",
     "ScenarioEnv",
     "Write",
+    "condition",
     "controller_name",
     "describe",
+    "flip_between",
+    "ready_node",
     "scenarios_of",
 ]

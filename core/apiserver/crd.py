@@ -36,7 +36,7 @@ import copy
 import json
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -376,10 +376,16 @@ def _validate_string(
             _invalid(errs, path, value, f"{where} should match '{pattern}'")
 
 
-def _validate_array(
-    value: list[Any], schema: Mapping[str, Any], path: str, where: str, errs: list[FieldError]
+def _validate_size(
+    value: Sized,
+    schema: Mapping[str, Any],
+    what: str,
+    path: str,
+    where: str,
+    errs: list[FieldError],
 ) -> None:
-    most, least = schema.get("maxItems"), schema.get("minItems")
+    """``max<what>`` and ``min<what>`` (``Items``: of an array; ``Properties``: of an object)."""
+    most, least = schema.get(f"max{what}"), schema.get(f"min{what}")
     if most is not None and len(value) > most:
         errs.append(
             FieldError(
@@ -389,7 +395,13 @@ def _validate_array(
             )
         )
     if least is not None and len(value) < least:
-        _invalid(errs, path, value, f"{where} should have at least {least} items")
+        _invalid(errs, path, value, f"{where} should have at least {least} {what.lower()}")
+
+
+def _validate_array(
+    value: list[Any], schema: Mapping[str, Any], path: str, where: str, errs: list[FieldError]
+) -> None:
+    _validate_size(value, schema, "Items", path, where, errs)
     if schema.get("uniqueItems"):
         seen: set[str] = set()
         for i, item in enumerate(value):
@@ -419,17 +431,7 @@ def _validate_object(
     for name in schema.get("required") or ():
         if name not in value:
             errs.append(FieldError(_child(path, name), "Required value", "FieldValueRequired"))
-    most, least = schema.get("maxProperties"), schema.get("minProperties")
-    if most is not None and len(value) > most:
-        errs.append(
-            FieldError(
-                path,
-                f"Too many: {len(value)}: must have at most {most} items",
-                reason="FieldValueTooMany",
-            )
-        )
-    if least is not None and len(value) < least:
-        _invalid(errs, path, value, f"{where} should have at least {least} properties")
+    _validate_size(value, schema, "Properties", path, where, errs)
     props = schema.get("properties") or {}
     extra = schema.get("additionalProperties")
     for key, item in value.items():

@@ -36,7 +36,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
@@ -46,8 +49,11 @@ __all__ = [
     "RENEW_BEFORE",
     "SERVING_VALIDITY",
     "Pki",
+    "atomic_write",
+    "create_ca",
     "ensure_pki",
     "generate_service_account_key",
+    "issue_certificate",
     "write_kubeconfig",
 ]
 
@@ -149,7 +155,7 @@ def ensure_pki(data_dir: Path, *, hosts: Iterable[str]) -> Pki:
         now = _now()
         ca_cert, ca_key = _load_ca(paths["ca_cert"], paths["ca_key"], now)
         if ca_cert is None or ca_key is None:
-            ca_cert, ca_key = _create_ca(paths["ca_cert"], paths["ca_key"], now)
+            ca_cert, ca_key = create_ca(paths["ca_cert"], paths["ca_key"], now)
         reason, existing = _serving_status(
             paths["serving_cert"], paths["serving_key"], ca_cert, wanted, now
         )
@@ -212,7 +218,7 @@ def write_kubeconfig(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
-    _atomic_write(path, text.encode("utf-8"), _KEY_MODE)
+    atomic_write(path, text.encode("utf-8"), _KEY_MODE)
 
 
 # --- CA ------------------------------------------------------------------------------------
@@ -238,9 +244,12 @@ def _load_ca(
     return cert, key  # type: ignore[return-value]
 
 
-def _create_ca(
-    cert_path: Path, key_path: Path, now: dt.datetime
+def create_ca(
+    cert_path: Path, key_path: Path, now: dt.datetime | None = None
 ) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
+    """A new self-signed CA (CN kcore-ca, valid for :data:`CA_VALIDITY`), written to
+    ``cert_path`` and ``key_path`` (whose directory must exist)."""
+    now = now or _now()
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -254,25 +263,14 @@ def _create_ca(
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+            _key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), critical=True
         )
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
     # Key first: a crash in between leaves a mismatched pair, which the next call replaces.
-    _atomic_write(key_path, _private_pem(key), _KEY_MODE)
-    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
+    atomic_write(key_path, _private_pem(key), _KEY_MODE)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
     log.info("created kcore CA", path=str(cert_path))
     return cert, key
 
@@ -312,6 +310,80 @@ def _serving_status(
     return None, present
 
 
+def _key_usage(**allowed: bool) -> x509.KeyUsage:
+    """A KeyUsage with the usages named (by KeyUsage's argument names) and no other."""
+    flags = dict.fromkeys(
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ),
+        False,
+    )
+    return x509.KeyUsage(**{**flags, **allowed})
+
+
+_EXTENDED_USAGES = {
+    "client auth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "server auth": ExtendedKeyUsageOID.SERVER_AUTH,
+}
+
+
+def issue_certificate(
+    ca_cert: x509.Certificate,
+    ca_key: CertificateIssuerPrivateKeyTypes,
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    usages: Iterable[str],
+    sans: x509.SubjectAlternativeName | None = None,
+    subject_key_identifier: bool = False,
+) -> x509.Certificate:
+    """A leaf certificate for ``subject`` and ``public_key`` signed by the CA, valid from
+    ``not_before`` to ``not_after`` but never past the CA itself. ``usages`` are
+    Kubernetes' names (``digital signature``, ``key encipherment``, ``client auth``,
+    ``server auth``; others are left out); ``sans``: its alternative names."""
+    wanted = set(usages)
+    eku = [oid for usage, oid in _EXTENDED_USAGES.items() if usage in wanted]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            _key_usage(
+                digital_signature="digital signature" in wanted,
+                key_encipherment="key encipherment" in wanted,
+            ),
+            critical=True,
+        )
+    )
+    if eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    if sans is not None:
+        builder = builder.add_extension(sans, critical=False)
+    if subject_key_identifier:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+        )
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+    )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
 def _issue_serving(
     cert_path: Path,
     key_path: Path,
@@ -321,44 +393,22 @@ def _issue_serving(
     now: dt.datetime,
 ) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
-    not_after = min(now + SERVING_VALIDITY, ca_cert.not_valid_after_utc)
     general: list[x509.GeneralName] = [
         x509.DNSName(h) if isinstance(h, str) else x509.IPAddress(h) for h in sans
     ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVING_COMMON_NAME)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(general), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    cert = issue_certificate(
+        ca_cert,
+        ca_key,
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVING_COMMON_NAME)]),
+        key.public_key(),
+        not_before=now - CLOCK_SKEW,
+        not_after=now + SERVING_VALIDITY,
+        usages=("digital signature", "server auth"),
+        sans=x509.SubjectAlternativeName(general),
+        subject_key_identifier=True,
     )
-    _atomic_write(key_path, _private_pem(key), _KEY_MODE)
-    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
+    atomic_write(key_path, _private_pem(key), _KEY_MODE)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
     return cert
 
 
@@ -424,7 +474,7 @@ def _ensure_token(path: Path) -> str:
     if token:
         return token
     token = secrets.token_urlsafe(32)
-    _atomic_write(path, (token + "\n").encode("ascii"), _KEY_MODE)
+    atomic_write(path, (token + "\n").encode("ascii"), _KEY_MODE)
     return token
 
 
@@ -451,7 +501,7 @@ def _ensure_service_account_key(path: Path) -> bytes:
     except (OSError, ValueError, TypeError) as exc:
         log.warning("replacing unusable service-account key", error=str(exc))
     pem = generate_service_account_key()
-    _atomic_write(path, pem, _KEY_MODE)
+    atomic_write(path, pem, _KEY_MODE)
     log.info("created service-account signing key", path=str(path))
     return pem
 
@@ -487,8 +537,9 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a temp file beside ``path`` with ``mode``, fsync it, rename it over."""
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a temp file beside ``path`` with ``mode``, fsync it, rename it over
+    (and fsync the directory): a reader sees the old file or the new one, never a part."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)

@@ -678,28 +678,24 @@ class ServiceAllocator:
             owner, spec = Owner.of(svc), _spec(svc)
             keys = []
             ip = _held_ip(spec)
+            held: list[tuple[Any, str, Any, str]] = []
             if ip is not None:
-                offset = self.ips.offset(ip)
+                held.append((self.ips, "ip", ip, "service cluster IP is not in the service range"))
+            held += [
+                (self.ports, "port", port, "service node port is not in the node port range")
+                for port in _held_node_ports(spec)
+            ]
+            for allocator, what, value, out_of_range in held:
+                offset = allocator.offset(value)
                 if offset is None:
                     log.warning(
-                        "service cluster IP is not in the service range",
+                        out_of_range,
                         service=f"{owner.namespace}/{owner.name}",
-                        ip=ip,
-                        range=str(self.ips),
+                        **{what: value},
+                        range=str(allocator),
                     )
                 else:
-                    keys.append(self.ips.key(offset))
-            for port in _held_node_ports(spec):
-                offset = self.ports.offset(port)
-                if offset is None:
-                    log.warning(
-                        "service node port is not in the node port range",
-                        service=f"{owner.namespace}/{owner.name}",
-                        port=port,
-                        range=str(self.ports),
-                    )
-                else:
-                    keys.append(self.ports.key(offset))
+                    keys.append(allocator.key(offset))
             for key in keys:
                 if key in wanted and wanted[key] != owner:
                     log.warning(

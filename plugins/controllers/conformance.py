@@ -17,7 +17,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kcore.conformance.suites.controllers import OwnerDeletion, Scenario, ScenarioEnv
+from kcore.conformance.suites.controllers import (
+    HERE,
+    POLICIES,
+    OwnerDeletion,
+    Scenario,
+    ScenarioEnv,
+    condition,
+    flip_between,
+    ready_node,
+)
 from kcore.controllers import (
     Reconciler,
     being_deleted,
@@ -30,6 +39,7 @@ from kcore.controllers import (
     pod_condition,
 )
 from kcore.errors import Conflict, NotFound
+from kcore.pki import create_ca
 
 POD = ("v1", "Pod")
 NODE = ("v1", "Node")
@@ -74,16 +84,15 @@ def refers_to(objs: Iterable[Obj], uid: str) -> list[Obj]:
     ]
 
 
-def condition(obj: Obj, type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or ():
-        if c.get("type") == type_:
-            return c
-    return {}
-
-
 def compare(problems: list[str], what: str, got: Any, want: Any) -> None:
     if (got or 0) != (want or 0):
         problems.append(f"{what} is {got!r}, want {want!r}")
+
+
+def compare_generation(problems: list[str], obj: Obj) -> None:
+    """The status must say the controller saw the object's latest spec."""
+    got = (obj.get("status") or {}).get("observedGeneration")
+    compare(problems, "status.observedGeneration", got, _meta(obj).get("generation"))
 
 
 # -- shared pieces ------------------------------------------------------------------------------
@@ -121,19 +130,22 @@ async def someone_else(env: ScenarioEnv) -> dict[str, Any]:
     return owner_reference(owner)
 
 
+async def create_foreign(env: ScenarioEnv, obj: Obj) -> Obj:
+    """Creates ``obj`` in the scenario's namespace, controlled by :func:`someone_else`."""
+    meta = {**obj["metadata"], "namespace": env.namespace}
+    meta["ownerReferences"] = [await someone_else(env)]
+    return await env.api.create({**obj, "metadata": meta})
+
+
 async def foreign_pod(env: ScenarioEnv, name: str, labels: dict[str, str], **spec: Any) -> Obj:
-    return await env.api.create(
+    return await create_foreign(
+        env,
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": env.namespace,
-                "labels": labels,
-                "ownerReferences": [await someone_else(env)],
-            },
+            "metadata": {"name": name, "labels": labels},
             "spec": {"containers": [{"name": "c", "image": "busybox"}], **spec},
-        }
+        },
     )
 
 
@@ -289,18 +301,67 @@ async def owner_named(env: ScenarioEnv, kind: tuple[str, str], name: str) -> Obj
     return obj
 
 
-def dependents_of(kind: tuple[str, str], key: str, *, namespace: Any = None):
-    """Objects of ``kind`` referring to the uid the seed kept in ``env.data[key]``."""
+async def create_owner(env: ScenarioEnv, obj: Obj) -> Obj:
+    """Creates the scenario's owner, keeping its uid for :func:`owned`."""
+    created = await env.api.create(obj)
+    env.data["owner"] = _uid(created)
+    return created
 
-    async def dependents(env: ScenarioEnv) -> list[Obj]:
-        uid = env.data[key]
+
+def owned(
+    kind: tuple[str, str],
+    name: str,
+    dependents: tuple[str, str],
+    *,
+    namespace: str | None = None,
+    policies: Sequence[str] = POLICIES,
+) -> OwnerDeletion:
+    """Deleting the ``kind`` object ``name``, whose uid the seed kept in
+    ``env.data["owner"]``; its dependents are the ``dependents`` objects (in ``namespace``,
+    or the scenario's) referring to that uid."""
+
+    async def of_owner(env: ScenarioEnv) -> list[Obj]:
         if namespace is None:
-            items = await env.list(*kind)
+            items = await env.list(*dependents)
         else:
-            items = await env.list(*kind, namespace)
-        return refers_to(items, uid)
+            items = await env.list(*dependents, namespace)
+        return refers_to(items, env.data["owner"])
 
-    return dependents
+    return OwnerDeletion(
+        owner=lambda env: owner_named(env, kind, name), dependents=of_owner, policies=policies
+    )
+
+
+async def active_pods_of(env: ScenarioEnv, kind: tuple[str, str], name: str) -> list[Obj]:
+    owner = await owner_named(env, kind, name)
+    return [p for p in controlled_by(await env.list(*POD), _uid(owner)) if is_pod_active(p)]
+
+
+async def delete_first_pod(env: ScenarioEnv, pods: Iterable[Obj]) -> None:
+    """Deletes the first of ``pods`` by name."""
+    await env.api.delete(*POD, _name(sorted(pods, key=_name)[0]), env.namespace)
+
+
+def flip_label(kind: tuple[str, str], name: str, *, namespace: Any = HERE) -> Any:
+    """A ``flip`` that sets the label ``flip`` of the object to 0 and 1 in turn
+    (``namespace=None``: cluster-scoped)."""
+    return flip_between(
+        kind,
+        name,
+        {"metadata": {"labels": {"flip": "0"}}},
+        {"metadata": {"labels": {"flip": "1"}}},
+        namespace=namespace,
+    )
+
+
+def flip_spec(
+    kind: tuple[str, str], name: str, field: str, even: Any, odd: Any, *, namespace: Any = HERE
+) -> Any:
+    """A ``flip`` that sets ``spec.<field>`` of the object to ``even`` and ``odd`` in turn
+    (``namespace=None``: cluster-scoped)."""
+    return flip_between(
+        kind, name, {"spec": {field: even}}, {"spec": {field: odd}}, namespace=namespace
+    )
 
 
 # -- ReplicaSet --------------------------------------------------------------------------------
@@ -308,22 +369,19 @@ def dependents_of(kind: tuple[str, str], key: str, *, namespace: Any = None):
 WEB = {"app": "web"}
 
 
-def replica_set(env: ScenarioEnv, replicas: int = 3) -> Obj:
+def workload(kind: tuple[str, str], name: str, template: Obj, replicas: int, **meta: Any) -> Obj:
+    """A ReplicaSet or Deployment of ``replicas`` pods selected by :data:`WEB`."""
     return {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": "web", "namespace": env.namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": WEB},
-            "template": pod_template({**WEB, "tier": "front"}),
-        },
+        "apiVersion": kind[0],
+        "kind": kind[1],
+        "metadata": {"name": name, **meta},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": WEB}, "template": template},
     }
 
 
 async def rs_seed(env: ScenarioEnv) -> None:
-    rs = await env.api.create(replica_set(env))
-    env.data["owner"] = _uid(rs)
+    template = pod_template({**WEB, "tier": "front"})
+    await create_owner(env, workload(RS, "web", template, 3, namespace=env.namespace))
 
 
 def loose_pod(env: ScenarioEnv, name: str, labels: dict[str, str], owner: Obj | None = None) -> Obj:
@@ -359,24 +417,14 @@ async def rs_check(env: ScenarioEnv) -> list[str]:
     status = rs.get("status") or {}
     compare(problems, "status.replicas", status.get("replicas"), replicas)
     compare(problems, "status.fullyLabeledReplicas", status.get("fullyLabeledReplicas"), fully)
-    compare(
-        problems,
-        "status.readyReplicas",
-        status.get("readyReplicas"),
-        sum(1 for p in mine if is_pod_ready(p)),
-    )
-    compare(
-        problems,
-        "status.observedGeneration",
-        status.get("observedGeneration"),
-        _meta(rs).get("generation"),
-    )
+    ready = sum(1 for p in mine if is_pod_ready(p))
+    compare(problems, "status.readyReplicas", status.get("readyReplicas"), ready)
+    compare_generation(problems, rs)
     return problems
 
 
 async def rs_pods(env: ScenarioEnv) -> list[Obj]:
-    rs = await owner_named(env, RS, "web")
-    return [p for p in controlled_by(await env.list(*POD), _uid(rs)) if is_pod_active(p)]
+    return await active_pods_of(env, RS, "web")
 
 
 async def rs_start_missing(env: ScenarioEnv) -> None:
@@ -403,8 +451,7 @@ async def rs_start_half_updated(env: ScenarioEnv) -> None:
 
 
 async def rs_delete_a_pod(env: ScenarioEnv) -> None:
-    pod = (await rs_pods(env))[0]
-    await env.api.delete(*POD, _name(pod), env.namespace)
+    await delete_first_pod(env, await rs_pods(env))
 
 
 async def rs_relabel_a_pod(env: ScenarioEnv) -> None:
@@ -426,12 +473,6 @@ async def rs_mangle_status(env: ScenarioEnv) -> None:
 
 async def rs_foreign(env: ScenarioEnv) -> list[Obj]:
     return [await foreign_pod(env, "web-foreign", {**WEB, "tier": "front"})]
-
-
-async def rs_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(
-        *RS, "web", {"spec": {"replicas": 4 if i % 2 == 0 else 3}}, namespace=env.namespace
-    )
 
 
 async def rs_summary(env: ScenarioEnv) -> Any:
@@ -463,12 +504,9 @@ def replicaset_scenarios() -> list[Scenario]:
                 "mangle-status": rs_mangle_status,
             },
             foreign=rs_foreign,
-            flip=rs_flip,
+            flip=flip_spec(RS, "web", "replicas", 4, 3),
             flip_cost=9,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, RS, "web"),
-                dependents=dependents_of(POD, "owner", namespace=None),
-            ),
+            owner=owned(RS, "web", POD),
             summary=rs_summary,
             companions=lambda: [garbage_collector(RS, POD)],
         )
@@ -478,22 +516,10 @@ def replicaset_scenarios() -> list[Scenario]:
 # -- Deployment --------------------------------------------------------------------------------
 
 
-def deployment(env: ScenarioEnv, replicas: int = 3, image: str = "busybox") -> Obj:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": env.namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": WEB},
-            "template": pod_template(WEB, image=image),
-        },
-    }
-
-
 async def deploy_seed(env: ScenarioEnv) -> None:
-    d = await env.api.create(deployment(env))
-    env.data["owner"] = _uid(d)
+    await create_owner(
+        env, workload(DEPLOYMENT, "web", pod_template(WEB), 3, namespace=env.namespace)
+    )
 
 
 def _containers(template: Obj) -> Any:
@@ -522,12 +548,7 @@ async def deploy_check(env: ScenarioEnv) -> list[str]:
         mine = controlled_by(pods, _uid(rs))
         compare(problems, f"the active pods of {_name(rs)}", len(mine), replicas)
     status = d.get("status") or {}
-    compare(
-        problems,
-        "status.observedGeneration",
-        status.get("observedGeneration"),
-        _meta(d).get("generation"),
-    )
+    compare_generation(problems, d)
     for f in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas"):
         compare(problems, f"status.{f}", status.get(f), replicas)
     compare(problems, "status.unavailableReplicas", status.get("unavailableReplicas"), 0)
@@ -564,46 +585,13 @@ async def deploy_new_image(env: ScenarioEnv) -> None:
 
 async def deploy_start_extra(env: ScenarioEnv) -> None:
     """A matching orphan ReplicaSet of an older template, scaled up."""
-    await env.api.create(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": {"name": "web-old", "namespace": env.namespace, "labels": WEB},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": WEB},
-                "template": pod_template(WEB, image="busybox:0"),
-            },
-        }
-    )
+    template = pod_template(WEB, image="busybox:0")
+    await env.api.create(workload(RS, "web-old", template, 2, namespace=env.namespace, labels=WEB))
 
 
 async def deploy_foreign(env: ScenarioEnv) -> list[Obj]:
-    return [
-        await env.api.create(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "ReplicaSet",
-                "metadata": {
-                    "name": "web-foreign",
-                    "namespace": env.namespace,
-                    "labels": WEB,
-                    "ownerReferences": [await someone_else(env)],
-                },
-                "spec": {
-                    "replicas": 0,
-                    "selector": {"matchLabels": WEB},
-                    "template": pod_template(WEB, image="busybox:foreign"),
-                },
-            }
-        )
-    ]
-
-
-async def deploy_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(
-        *DEPLOYMENT, "web", {"spec": {"replicas": 4 if i % 2 == 0 else 3}}, namespace=env.namespace
-    )
+    template = pod_template(WEB, image="busybox:foreign")
+    return [await create_foreign(env, workload(RS, "web-foreign", template, 0, labels=WEB))]
 
 
 async def deploy_summary(env: ScenarioEnv) -> Any:
@@ -633,12 +621,9 @@ def deployment_scenarios() -> list[Scenario]:
                 "new-image": deploy_new_image,
             },
             foreign=deploy_foreign,
-            flip=deploy_flip,
+            flip=flip_spec(DEPLOYMENT, "web", "replicas", 4, 3),
             flip_cost=8,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, DEPLOYMENT, "web"),
-                dependents=dependents_of(RS, "owner", namespace=None),
-            ),
+            owner=owned(DEPLOYMENT, "web", RS),
             summary=deploy_summary,
             companions=lambda: [
                 ReplicaSetController(),
@@ -664,41 +649,20 @@ def node(name: str, labels: dict[str, str] | None = None, **spec: Any) -> Obj:
     }
 
 
-async def make_node(
-    env: ScenarioEnv, name: str, labels: dict[str, str] | None = None, **spec: Any
-) -> Obj:
-    created = await env.api.create(node(name, labels, **spec))
-    now = env.stamp()
-    status = {
-        "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
-        "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "KubeletReady",
-                "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
-            },
-        ],
-    }
-    return await env.api.patch(*NODE, name, {"status": status}, subresource="status") or created
-
-
 async def ds_seed(env: ScenarioEnv) -> None:
     for name in ("n1", "n2", "n3"):
-        await make_node(env, name, {DAEMON_LABEL: "yes"})
+        await ready_node(env, name, {DAEMON_LABEL: "yes"})
     template = pod_template(AGENT)
     template["spec"]["nodeSelector"] = {DAEMON_LABEL: "yes"}
-    ds = await env.api.create(
+    await create_owner(
+        env,
         {
             "apiVersion": "apps/v1",
             "kind": "DaemonSet",
             "metadata": {"name": "agent", "namespace": env.namespace},
             "spec": {"selector": {"matchLabels": AGENT}, "template": template},
-        }
+        },
     )
-    env.data["owner"] = _uid(ds)
 
 
 def pod_node(pod: Obj) -> str | None:
@@ -739,27 +703,20 @@ async def ds_check(env: ScenarioEnv) -> list[str]:
     ):
         compare(problems, f"status.{f}", status.get(f), want)
     compare(problems, "status.numberMisscheduled", status.get("numberMisscheduled"), 0)
-    compare(
-        problems,
-        "status.observedGeneration",
-        status.get("observedGeneration"),
-        _meta(ds).get("generation"),
-    )
+    compare_generation(problems, ds)
     return problems
 
 
 async def ds_pods(env: ScenarioEnv) -> list[Obj]:
-    ds = await owner_named(env, DS, "agent")
-    return [p for p in controlled_by(await env.list(*POD), _uid(ds)) if is_pod_active(p)]
+    return await active_pods_of(env, DS, "agent")
 
 
 async def ds_delete_a_pod(env: ScenarioEnv) -> None:
-    pod = sorted(await ds_pods(env), key=_name)[0]
-    await env.api.delete(*POD, _name(pod), env.namespace)
+    await delete_first_pod(env, await ds_pods(env))
 
 
 async def ds_add_a_node(env: ScenarioEnv) -> None:
-    await make_node(env, "n4", {DAEMON_LABEL: "yes"})
+    await ready_node(env, "n4", {DAEMON_LABEL: "yes"})
 
 
 async def ds_new_image(env: ScenarioEnv) -> None:
@@ -770,7 +727,7 @@ async def ds_new_image(env: ScenarioEnv) -> None:
 async def ds_start_extra(env: ScenarioEnv) -> None:
     """Two pods of the DaemonSet on one node, and one on a node that should have none."""
     ds = await owner_named(env, DS, "agent")
-    await make_node(env, "n0", {DAEMON_LABEL: "no"})
+    await ready_node(env, "n0", {DAEMON_LABEL: "no"})
     for i, where in enumerate(("n1", "n1", "n0")):
         pod = loose_pod(env, f"agent-extra-{i}", AGENT, ds)
         pod["spec"]["nodeName"] = where
@@ -779,11 +736,6 @@ async def ds_start_extra(env: ScenarioEnv) -> None:
 
 async def ds_foreign(env: ScenarioEnv) -> list[Obj]:
     return [await foreign_pod(env, "agent-foreign", AGENT, nodeName="n1")]
-
-
-async def ds_flip(env: ScenarioEnv, i: int) -> None:
-    value = "no" if i % 2 == 0 else "yes"
-    await env.api.patch(*NODE, "n3", {"metadata": {"labels": {DAEMON_LABEL: value}}})
 
 
 async def ds_summary(env: ScenarioEnv) -> Any:
@@ -809,12 +761,15 @@ def daemonset_scenarios() -> list[Scenario]:
                 "new-image": ds_new_image,
             },
             foreign=ds_foreign,
-            flip=ds_flip,
-            flip_cost=12,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, DS, "agent"),
-                dependents=dependents_of(POD, "owner", namespace=None),
+            flip=flip_between(
+                NODE,
+                "n3",
+                {"metadata": {"labels": {DAEMON_LABEL: "no"}}},
+                {"metadata": {"labels": {DAEMON_LABEL: "yes"}}},
+                namespace=None,
             ),
+            flip_cost=12,
+            owner=owned(DS, "agent", POD),
             summary=ds_summary,
             companions=lambda: [ConformanceKubelet(), garbage_collector(DS, POD)],
         )
@@ -844,8 +799,7 @@ def job(
 
 
 async def job_running_seed(env: ScenarioEnv) -> None:
-    j = await env.api.create(job(env, "work", completions=6, parallelism=2))
-    env.data["owner"] = _uid(j)
+    await create_owner(env, job(env, "work", completions=6, parallelism=2))
 
 
 async def job_pods(env: ScenarioEnv, name: str) -> list[Obj]:
@@ -887,18 +841,11 @@ async def job_running_check(env: ScenarioEnv) -> list[str]:
 
 
 async def job_delete_a_pod(env: ScenarioEnv) -> None:
-    pod = sorted((p for p in await job_pods(env, "work") if is_pod_active(p)), key=_name)[0]
-    await env.api.delete(*POD, _name(pod), env.namespace)
+    await delete_first_pod(env, await active_pods_of(env, JOB, "work"))
 
 
 async def job_running_foreign(env: ScenarioEnv) -> list[Obj]:
     return [await foreign_pod(env, "work-foreign", {"run": "work"})]
-
-
-async def job_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(
-        *JOB, "work", {"spec": {"parallelism": 3 if i % 2 == 0 else 2}}, namespace=env.namespace
-    )
 
 
 async def job_running_summary(env: ScenarioEnv) -> Any:
@@ -912,8 +859,7 @@ async def job_running_summary(env: ScenarioEnv) -> Any:
 
 
 async def job_complete_seed(env: ScenarioEnv) -> None:
-    j = await env.api.create(job(env, "batch", completions=3, parallelism=2, exit_code="0"))
-    env.data["owner"] = _uid(j)
+    await create_owner(env, job(env, "batch", completions=3, parallelism=2, exit_code="0"))
 
 
 async def job_complete_check(env: ScenarioEnv) -> list[str]:
@@ -946,8 +892,7 @@ async def job_complete_foreign(env: ScenarioEnv) -> list[Obj]:
 
 
 async def job_delete_a_finished_pod(env: ScenarioEnv) -> None:
-    pods = await job_pods(env, "batch")
-    await env.api.delete(*POD, _name(sorted(pods, key=_name)[0]), env.namespace)
+    await delete_first_pod(env, await job_pods(env, "batch"))
 
 
 async def job_complete_summary(env: ScenarioEnv) -> Any:
@@ -970,12 +915,9 @@ def job_scenarios() -> list[Scenario]:
             check=job_running_check,
             perturbations={"delete-a-pod": job_delete_a_pod},
             foreign=job_running_foreign,
-            flip=job_flip,
+            flip=flip_spec(JOB, "work", "parallelism", 3, 2),
             flip_cost=8,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, JOB, "work"),
-                dependents=dependents_of(POD, "owner", namespace=None),
-            ),
+            owner=owned(JOB, "work", POD),
             summary=job_running_summary,
             companions=companions,
         ),
@@ -985,10 +927,7 @@ def job_scenarios() -> list[Scenario]:
             check=job_complete_check,
             perturbations={"delete-a-finished-pod": job_delete_a_finished_pod},
             foreign=job_complete_foreign,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, JOB, "batch"),
-                dependents=dependents_of(POD, "owner", namespace=None),
-            ),
+            owner=owned(JOB, "batch", POD),
             summary=job_complete_summary,
             companions=companions,
         ),
@@ -1002,7 +941,8 @@ EVERY = 600
 
 
 async def cron_seed(env: ScenarioEnv) -> None:
-    cj = await env.api.create(
+    await create_owner(
+        env,
         {
             "apiVersion": "batch/v1",
             "kind": "CronJob",
@@ -1014,9 +954,8 @@ async def cron_seed(env: ScenarioEnv) -> None:
                     "spec": {"template": pod_template({"run": "tick"}, restart_policy="Never")}
                 },
             },
-        }
+        },
     )
-    env.data["owner"] = _uid(cj)
     # To 30 seconds past the next ten-minute mark: one run is due.
     now = env.clock()
     env.clock.advance(math.floor(now / EVERY) * EVERY + EVERY + 30 - now)
@@ -1065,26 +1004,9 @@ async def cron_delete_the_job(env: ScenarioEnv) -> None:
 
 
 async def cron_foreign(env: ScenarioEnv) -> list[Obj]:
-    return [
-        await env.api.create(
-            {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "metadata": {
-                    "name": "tick-foreign",
-                    "namespace": env.namespace,
-                    "ownerReferences": [await someone_else(env)],
-                },
-                "spec": {"template": pod_template({"run": "tick"}, restart_policy="Never")},
-            }
-        )
-    ]
-
-
-async def cron_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(
-        *CRONJOB, "tick", {"spec": {"suspend": i % 2 == 0}}, namespace=env.namespace
-    )
+    template = pod_template({"run": "tick"}, restart_policy="Never")
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "tick-foreign"}}
+    return [await create_foreign(env, {**job, "spec": {"template": template}})]
 
 
 async def cron_summary(env: ScenarioEnv) -> Any:
@@ -1105,12 +1027,9 @@ def cronjob_scenarios() -> list[Scenario]:
             check=cron_check,
             perturbations={"delete-the-job": cron_delete_the_job},
             foreign=cron_foreign,
-            flip=cron_flip,
+            flip=flip_spec(CRONJOB, "tick", "suspend", True, False),
             flip_cost=3,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, CRONJOB, "tick"),
-                dependents=dependents_of(JOB, "owner", namespace=None),
-            ),
+            owner=owned(CRONJOB, "tick", JOB),
             summary=cron_summary,
             companions=lambda: [garbage_collector(CRONJOB, JOB)],
             quiet_for=300.0,
@@ -1135,8 +1054,7 @@ def configmap(env: ScenarioEnv, name: str, *refs: dict[str, Any]) -> Obj:
 
 
 async def gc_seed(env: ScenarioEnv) -> None:
-    owner = await env.api.create(configmap(env, "owner"))
-    env.data["owner"] = _uid(owner)
+    owner = await create_owner(env, configmap(env, "owner"))
     ref = {**owner_reference(owner), "controller": False}
     for i in range(3):
         await env.api.create(configmap(env, f"dep-{i}", ref))
@@ -1190,12 +1108,6 @@ async def gc_foreign(env: ScenarioEnv) -> list[Obj]:
     ]
 
 
-async def gc_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(
-        *CONFIGMAP, "owner", {"metadata": {"labels": {"flip": str(i % 2)}}}, namespace=env.namespace
-    )
-
-
 async def gc_summary(env: ScenarioEnv) -> Any:
     objs = await env.list(*CONFIGMAP)
     return sorted((_name(o), len(_meta(o).get("ownerReferences") or ())) for o in objs)
@@ -1209,12 +1121,9 @@ def garbage_collector_scenarios() -> list[Scenario]:
             check=gc_check,
             perturbations={"new-garbage": gc_new_garbage, "an-owner-goes": gc_owner_goes},
             foreign=gc_foreign,
-            flip=gc_flip,
+            flip=flip_label(CONFIGMAP, "owner"),
             flip_cost=1,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, CONFIGMAP, "owner"),
-                dependents=dependents_of(CONFIGMAP, "owner", namespace=None),
-            ),
+            owner=owned(CONFIGMAP, "owner", CONFIGMAP),
             summary=gc_summary,
         )
     ]
@@ -1283,12 +1192,6 @@ async def ns_foreign(env: ScenarioEnv) -> list[Obj]:
     ]
 
 
-async def ns_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(
-        *NAMESPACE, "conformance-kept", {"metadata": {"labels": {"flip": str(i % 2)}}}
-    )
-
-
 async def ns_dependents(env: ScenarioEnv) -> list[Obj]:
     if await env.get(*NAMESPACE, "conformance-kept", None) is None:
         return []
@@ -1310,7 +1213,7 @@ def namespace_scenarios() -> list[Scenario]:
             check=ns_check,
             perturbations={"another-namespace-deleted": ns_another},
             foreign=ns_foreign,
-            flip=ns_flip,
+            flip=flip_label(NAMESPACE, "conformance-kept", namespace=None),
             flip_cost=1,
             owner=OwnerDeletion(
                 owner=lambda env: owner_named(env, NAMESPACE, "conformance-kept"),
@@ -1328,7 +1231,7 @@ LEASE_NS = "kube-node-lease"
 
 
 async def heartbeating_node(env: ScenarioEnv, name: str, **spec: Any) -> None:
-    n = await make_node(env, name, **spec)
+    n = await ready_node(env, name, **spec)
     await env.api.create(
         {
             "apiVersion": "coordination.k8s.io/v1",
@@ -1429,10 +1332,6 @@ async def nl_foreign(env: ScenarioEnv) -> list[Obj]:
     return [await owner_named(env, NODE, "n4"), await owner_named(env, POD, "on-n1")]
 
 
-async def nl_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(*NODE, "n1", {"spec": {"unschedulable": i % 2 == 0}})
-
-
 async def nl_summary(env: ScenarioEnv) -> Any:
     nodes = await env.list(*NODE, None)
     return sorted(
@@ -1451,12 +1350,9 @@ def node_lifecycle_scenarios() -> list[Scenario]:
                 "its-pod-ready-again": nl_pod_ready_again,
             },
             foreign=nl_foreign,
-            flip=nl_flip,
+            flip=flip_spec(NODE, "n1", "unschedulable", True, False, namespace=None),
             flip_cost=4,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, NODE, "n3"),
-                dependents=dependents_of(LEASE, "owner", namespace=LEASE_NS),
-            ),
+            owner=owned(NODE, "n3", LEASE, namespace=LEASE_NS),
             summary=nl_summary,
             companions=lambda: [garbage_collector(NODE, LEASE)],
             on_advance=renew_leases,
@@ -1469,7 +1365,7 @@ def node_lifecycle_scenarios() -> list[Scenario]:
 
 async def te_seed(env: ScenarioEnv) -> None:
     await heartbeating_node(env, "n1")
-    await make_node(
+    await ready_node(
         env,
         "n3",
         taints=[
@@ -1528,13 +1424,11 @@ async def te_foreign(env: ScenarioEnv) -> list[Obj]:
     return [await bound_pod(env, "bystander", "n1")]
 
 
-async def te_flip(env: ScenarioEnv, i: int) -> None:
-    taints = [{"key": "example.com/flap", "effect": "NoSchedule"}] if i % 2 == 0 else []
-    await env.api.patch(*NODE, "n1", {"spec": {"taints": taints}})
-
-
 async def te_summary(env: ScenarioEnv) -> Any:
     return sorted((_name(p), being_deleted(p)) for p in await env.list(*POD))
+
+
+FLAP_TAINT = {"key": "example.com/flap", "effect": "NoSchedule"}
 
 
 def taint_eviction_scenarios() -> list[Scenario]:
@@ -1545,7 +1439,7 @@ def taint_eviction_scenarios() -> list[Scenario]:
             check=te_check,
             perturbations={"a-new-intolerant-pod": te_new_pod},
             foreign=te_foreign,
-            flip=te_flip,
+            flip=flip_spec(NODE, "n1", "taints", [FLAP_TAINT], [], namespace=None),
             flip_cost=2,
             summary=te_summary,
             on_advance=renew_leases,
@@ -1935,10 +1829,7 @@ def endpointslice_scenarios() -> list[Scenario]:
             foreign=slice_foreign,
             flip=readiness_flip,
             flip_cost=3,
-            owner=OwnerDeletion(
-                owner=lambda env: owner_named(env, SERVICE, "web"),
-                dependents=dependents_of(SLICE, "owner", namespace=None),
-            ),
+            owner=owned(SERVICE, "web", SLICE),
             summary=slices_summary,
             companions=lambda: [garbage_collector(SERVICE, SLICE)],
         )
@@ -2036,10 +1927,6 @@ async def csr_foreign(env: ScenarioEnv) -> list[Obj]:
     ]
 
 
-async def csr_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(*CSR, "alice", {"metadata": {"labels": {"flip": str(i % 2)}}})
-
-
 async def csr_summary(env: ScenarioEnv) -> Any:
     return sorted(
         (_name(o), _conditions(o), bool((o.get("status") or {}).get("certificate")))
@@ -2064,46 +1951,12 @@ async def approve(env: ScenarioEnv, name: str) -> None:
     await env.api.transport.update(info, None, name, obj, subresource="approval", dry_run=False)
 
 
-def write_ca(pki: Path) -> None:
-    """A self-signed cluster CA in ``pki/ca.crt`` and ``pki/ca.key``, where the signer
-    reads the control plane's."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "conformance-ca")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pki.mkdir(parents=True, exist_ok=True)
-    (pki / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (pki / "ca.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
 async def csr_signing_seed(env: ScenarioEnv) -> None:
     assert env.settings is not None
     pki = Path(env.settings.data_dir) / "pki"
     if not (pki / "ca.key").exists():
-        write_ca(pki)
+        pki.mkdir(parents=True, exist_ok=True)
+        create_ca(pki / "ca.crt", pki / "ca.key")
     await env.api.create(certificate_request("node-csr-n1", "system:node:n1", **BOOTSTRAPPER))
     await env.api.create(
         certificate_request(
@@ -2168,7 +2021,7 @@ def csr_approving_scenarios() -> list[Scenario]:
             check=csr_approving_check,
             perturbations={"another-node-asks": csr_another_node},
             foreign=csr_foreign,
-            flip=csr_flip,
+            flip=flip_label(CSR, "alice", namespace=None),
             flip_cost=1,
             summary=csr_summary,
             missing={"owner_deletion": "certificate signing requests have no owner"},
@@ -2184,7 +2037,7 @@ def csr_signing_scenarios() -> list[Scenario]:
             check=csr_signing_check,
             perturbations={"a-late-approval": csr_late_approval},
             foreign=csr_signing_foreign,
-            flip=csr_flip,
+            flip=flip_label(CSR, "alice", namespace=None),
             flip_cost=1,
             summary=csr_summary,
             missing={"owner_deletion": "certificate signing requests have no owner"},
@@ -2196,7 +2049,7 @@ def csr_signing_scenarios() -> list[Scenario]:
 
 
 async def podgc_seed(env: ScenarioEnv) -> None:
-    await make_node(env, "n1")
+    await ready_node(env, "n1")
     await bound_pod(env, "stays", "n1")
     await bound_pod(env, "lost-1", "gone")
     await bound_pod(env, "lost-2", "gone")
@@ -2219,17 +2072,13 @@ async def podgc_another(env: ScenarioEnv) -> None:
 
 
 async def podgc_node_goes(env: ScenarioEnv) -> None:
-    await make_node(env, "n2")
+    await ready_node(env, "n2")
     await bound_pod(env, "on-n2", "n2")
     await env.api.delete(*NODE, "n2")
 
 
 async def podgc_foreign(env: ScenarioEnv) -> list[Obj]:
     return [await bound_pod(env, "bystander", "n1")]
-
-
-async def podgc_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(*NODE, "n1", {"metadata": {"labels": {"flip": str(i % 2)}}})
 
 
 async def podgc_summary(env: ScenarioEnv) -> Any:
@@ -2244,7 +2093,7 @@ def podgc_scenarios() -> list[Scenario]:
             check=podgc_check,
             perturbations={"another-lost-pod": podgc_another, "a-node-goes": podgc_node_goes},
             foreign=podgc_foreign,
-            flip=podgc_flip,
+            flip=flip_label(NODE, "n1", namespace=None),
             flip_cost=1,
             summary=podgc_summary,
             tick=20.0,
@@ -2297,10 +2146,6 @@ async def ipam_foreign(env: ScenarioEnv) -> list[Obj]:
     ]
 
 
-async def ipam_flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(*NODE, "n1", {"metadata": {"labels": {"flip": str(i % 2)}}})
-
-
 async def ipam_summary(env: ScenarioEnv) -> Any:
     return sorted(bool((n.get("spec") or {}).get("podCIDR")) for n in await env.list(*NODE, None))
 
@@ -2313,7 +2158,7 @@ def nodeipam_scenarios() -> list[Scenario]:
             check=ipam_check,
             perturbations={"a-node-joins": ipam_add_node},
             foreign=ipam_foreign,
-            flip=ipam_flip,
+            flip=flip_label(NODE, "n1", namespace=None),
             flip_cost=1,
             summary=ipam_summary,
             missing={"owner_deletion": "node IPAM owns nothing: a podCIDR is part of its Node"},

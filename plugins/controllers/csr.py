@@ -30,8 +30,8 @@ from typing import Any
 
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from kcore.api.certificates_v1 import (
     APPROVED,
@@ -45,6 +45,7 @@ from kcore.api.certificates_v1 import (
 from kcore.api.registry import by_kind
 from kcore.controllers import Reconciler
 from kcore.errors import NotFound
+from kcore.pki import issue_certificate
 
 log = structlog.get_logger("kcore.plugins.controllers.csr")
 
@@ -204,49 +205,20 @@ def sign_request(
 ) -> bytes:
     """A certificate for ``csr``'s subject and key, signed by the CA, as PEM."""
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
-    not_after = min(now + min(duration, SIGNING_DURATION), ca_cert.not_valid_after_utc)
-    wanted = set(usages)
-    eku = []
-    if "client auth" in wanted:
-        eku.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    if "server auth" in wanted:
-        eku.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature="digital signature" in wanted,
-                content_commitment=False,
-                key_encipherment="key encipherment" in wanted,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-    )
-    if eku:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        builder = builder.add_extension(san.value, critical=False)
+        sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        pass
-    cert = builder.sign(ca_key, hashes.SHA256())
+        sans = None
+    cert = issue_certificate(
+        ca_cert,
+        ca_key,
+        csr.subject,
+        csr.public_key(),
+        not_before=now - BACKDATE,
+        not_after=now + min(duration, SIGNING_DURATION),
+        usages=usages,
+        sans=sans,
+    )
     return cert.public_bytes(serialization.Encoding.PEM)
 
 

@@ -87,6 +87,7 @@ from typing import Any
 import structlog
 
 from kcore.plugins.net_bridge.config import BridgeConfig
+from kcore.plugins.net_bridge.waiting import until_first, wake_on_changes
 
 log = structlog.get_logger("kcore.plugins.net_bridge.proxy")
 
@@ -542,23 +543,14 @@ class ServiceProxy:
         slices = _informer(ctx.api, "discovery.k8s.io/v1", "EndpointSlice")
         table = self.table = ProxyTable(config, self.netns)
         changed = asyncio.Event()
-
-        def wake(*_: Any) -> None:
-            changed.set()
-
-        for informer in (services, slices):
-            informer.on_add(wake)
-            informer.on_update(wake)
-            informer.on_delete(wake)
+        wake_on_changes((services, slices), changed)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             services.start()
             slices.start()
-            synced = asyncio.ensure_future(
-                asyncio.gather(services.wait_for_sync(), slices.wait_for_sync())
+            await until_first(
+                asyncio.gather(services.wait_for_sync(), slices.wait_for_sync()), stopping
             )
-            await asyncio.wait([synced, stopping], return_when=asyncio.FIRST_COMPLETED)
-            synced.cancel()
             if stop.is_set():
                 return
             log.info("service proxy running", table=config.table, node=ctx.node_name)
@@ -586,11 +578,7 @@ class ServiceProxy:
         retry = RETRY[0]
         changed.set()
         while not stop.is_set():
-            woke = asyncio.ensure_future(changed.wait())
-            await asyncio.wait(
-                [woke, stopping], timeout=RESYNC_PERIOD, return_when=asyncio.FIRST_COMPLETED
-            )
-            woke.cancel()
+            await until_first(changed.wait(), stopping, RESYNC_PERIOD)
             if stop.is_set():
                 return
             resync = not changed.is_set()

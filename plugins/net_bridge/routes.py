@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from kcore.client import Informer
+from kcore.plugins.net_bridge.waiting import until_first, wake_on_changes
 
 log = structlog.get_logger("kcore.plugins.net_bridge.routes")
 
@@ -139,26 +140,14 @@ class PodRoutes:
         own_pod_cidr = getattr(config, "pod_cidr", None)
         nodes = Informer(ctx.api, "v1", "Node")
         changed = asyncio.Event()
-
-        def wake(*_: Any) -> None:
-            changed.set()
-
-        nodes.on_add(wake)
-        nodes.on_update(wake)
-        nodes.on_delete(wake)
+        wake_on_changes((nodes,), changed)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             nodes.start()
-            synced = asyncio.ensure_future(nodes.wait_for_sync())
-            await asyncio.wait([synced, stopping], return_when=asyncio.FIRST_COMPLETED)
-            synced.cancel()
+            await until_first(nodes.wait_for_sync(), stopping)
             changed.set()
             while not stop.is_set():
-                woke = asyncio.ensure_future(changed.wait())
-                await asyncio.wait(
-                    [woke, stopping], timeout=RESYNC_PERIOD, return_when=asyncio.FIRST_COMPLETED
-                )
-                woke.cancel()
+                await until_first(changed.wait(), stopping, RESYNC_PERIOD)
                 if stop.is_set():
                     return
                 changed.clear()

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kcore.conformance.suites.controllers import Scenario, ScenarioEnv
+from kcore.conformance.suites.controllers import (
+    Scenario,
+    ScenarioEnv,
+    condition,
+    flip_between,
+    ready_node,
+)
 
 POD = ("v1", "Pod")
 NODE = ("v1", "Node")
@@ -29,34 +35,7 @@ def _millicpu(value: str) -> int:
 
 
 async def make_node(env: ScenarioEnv, name: str, cpu: str = "2", **labels: str) -> None:
-    await env.api.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}},
-        }
-    )
-    now = env.stamp()
-    await env.api.patch(
-        *NODE,
-        name,
-        {
-            "status": {
-                "capacity": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
-                "allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "KubeletReady",
-                        "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
-                    }
-                ],
-            }
-        },
-        subresource="status",
-    )
+    await ready_node(env, name, labels, cpu=cpu, memory="4Gi")
 
 
 def pod(env: ScenarioEnv, name: str, cpu: str = CPU_PER_POD, **spec: Any) -> Obj:
@@ -106,14 +85,7 @@ async def check(env: ScenarioEnv) -> list[str]:
             continue
         if not _mine(p) or (p.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        scheduled = next(
-            (
-                c
-                for c in (p.get("status") or {}).get("conditions") or ()
-                if c.get("type") == "PodScheduled"
-            ),
-            {},
-        )
+        scheduled = condition(p, "PodScheduled")
         if _name(p) in env.data.get("fits-nowhere", ()):
             if (scheduled.get("status"), scheduled.get("reason")) != ("False", "Unschedulable"):
                 problems.append(
@@ -149,10 +121,6 @@ async def foreign(env: ScenarioEnv) -> list[Obj]:
     ]
 
 
-async def flip(env: ScenarioEnv, i: int) -> None:
-    await env.api.patch(*NODE, "n2", {"spec": {"unschedulable": i % 2 == 0}})
-
-
 async def summary(env: ScenarioEnv) -> Any:
     pods = await env.list(*POD)
     return sorted((_name(p), bool((p.get("spec") or {}).get("nodeName"))) for p in pods)
@@ -177,7 +145,13 @@ def scheduler_scenarios() -> list[Scenario]:
             check=check,
             perturbations={"a-new-pod": a_new_pod, "room-appears": room_appears},
             foreign=foreign,
-            flip=flip,
+            flip=flip_between(
+                NODE,
+                "n2",
+                {"spec": {"unschedulable": True}},
+                {"spec": {"unschedulable": False}},
+                namespace=None,
+            ),
             flip_cost=2,
             summary=summary,
             missing={"owner_deletion": "the scheduler owns no objects: it binds pods"},

@@ -1,13 +1,21 @@
-"""Certificate requests for the bootstrap tests."""
+"""Certificate requests and waiting for the bootstrap tests."""
 
 from __future__ import annotations
 
 import base64
 
+from controllers.helpers import eventually as _eventually
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+
+async def eventually(check, timeout: float = 10.0):
+    """Await ``check()`` until it returns something truthy (controllers.helpers.eventually
+    with the patience of the bootstrap tests)."""
+    return await _eventually(check, timeout, interval=0.05)
+
 
 KUBELET_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
 CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"

@@ -15,26 +15,13 @@ from kcore.plugins.controllers.csr import controllers
 from kcore.settings import Settings
 
 from .conftest import running
-from .helpers import CLIENT_SIGNER, condition_types, csr
+from .helpers import CLIENT_SIGNER, condition_types, csr, eventually
 
 BOOTSTRAPPER = {
     "username": "system:bootstrap:abcdef",
     "groups": ["system:bootstrappers", "system:bootstrappers:kubeadm:default-node-token"],
 }
 CSR = ("certificates.k8s.io/v1", "CertificateSigningRequest")
-
-
-async def eventually(check, timeout: float = 10.0):
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            assert value, "not true in time"
-            return value
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

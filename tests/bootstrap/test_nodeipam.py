@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from ipaddress import IPv4Network
 
 import pytest
@@ -13,16 +11,7 @@ from kcore.plugins.controllers.nodeipam import NodeIpamController, controllers
 from kcore.settings import Settings
 
 from .conftest import running
-
-
-async def eventually(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            assert value, "not true in time"
-            return value
-        await asyncio.sleep(0.05)
+from .helpers import eventually
 
 
 async def node(api, name: str, cidr: str | None = None) -> None:

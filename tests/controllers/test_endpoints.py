@@ -51,6 +51,26 @@ def service(
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": body}
 
 
+async def add_membership_pods(api, ended: str) -> None:
+    """Pods of app=web: "a" ready on n1, "b" not ready, "no-ip", "done" (phase ``ended``)
+    and "far" in namespace elsewhere; and "other" of another app."""
+    await add_pod(api, "a", {"app": "web"}, "10.1.0.1", node="n1")
+    await add_pod(api, "b", {"app": "web"}, "10.1.0.2", ready=False)
+    await add_pod(api, "no-ip", {"app": "web"}, None)
+    await add_pod(api, "other", {"app": "other"}, "10.1.0.9")
+    await add_pod(api, "done", {"app": "web"}, "10.1.0.8", phase=ended, ready=False)
+    await api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}})
+    await add_pod(api, "far", {"app": "web"}, "10.1.0.7", namespace="elsewhere")
+
+
+async def add_web_pods(api, *pods: tuple[str, str, str, int]) -> None:
+    """:func:`add_pod` for each (name, IP, port name, container port), labelled app=web."""
+    for name, ip, port_name, port in pods:
+        await add_pod(
+            api, name, {"app": "web"}, ip, ports=[{"name": port_name, "containerPort": port}]
+        )
+
+
 async def add_pod(
     api,
     name: str,
@@ -190,13 +210,7 @@ def simplify(subsets: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def test_membership_follows_readiness(cluster, controller):
     api = cluster.api
     await api.create(service(labels={"tier": "front"}))
-    await add_pod(api, "a", {"app": "web"}, "10.1.0.1", node="n1")
-    await add_pod(api, "b", {"app": "web"}, "10.1.0.2", ready=False)
-    await add_pod(api, "no-ip", {"app": "web"}, None)
-    await add_pod(api, "other", {"app": "other"}, "10.1.0.9")
-    await add_pod(api, "done", {"app": "web"}, "10.1.0.8", phase="Succeeded", ready=False)
-    await api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}})
-    await add_pod(api, "far", {"app": "web"}, "10.1.0.7", namespace="elsewhere")
+    await add_membership_pods(api, "Succeeded")
     port = [("", 8080, "TCP")]
     ep = await wait_subsets(
         api, [{"addresses": ["10.1.0.1"], "notReadyAddresses": ["10.1.0.2"], "ports": port}]
@@ -231,16 +245,9 @@ async def test_named_and_multiple_ports_group_pods_by_the_ports_they_serve(clust
         {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"},
     ]
     await api.create(service(ports=ports))
-    await add_pod(
-        api, "a", {"app": "web"}, "10.1.0.1", ports=[{"name": "web", "containerPort": 8080}]
-    )
-    await add_pod(
-        api, "b", {"app": "web"}, "10.1.0.2", ports=[{"name": "web", "containerPort": 8081}]
-    )
+    await add_web_pods(api, ("a", "10.1.0.1", "web", 8080), ("b", "10.1.0.2", "web", 8081))
     # "dns" on TCP does not serve a UDP Service port; "web" is missing.
-    await add_pod(
-        api, "c", {"app": "web"}, "10.1.0.3", ports=[{"name": "dns", "containerPort": 53}]
-    )
+    await add_web_pods(api, ("c", "10.1.0.3", "dns", 53))
     ep = await wait_subsets(
         api,
         [

@@ -24,7 +24,17 @@ from kcore.plugins.controllers.garbagecollector import GarbageCollector
 from kcore.settings import Settings
 
 from .helpers import eventually
-from .test_endpoints import add_pod, manager_with, quiet, release, service, set_ready, terminate
+from .test_endpoints import (
+    add_membership_pods,
+    add_pod,
+    add_web_pods,
+    manager_with,
+    quiet,
+    release,
+    service,
+    set_ready,
+    terminate,
+)
 
 NS = "default"
 SLICE = ("discovery.k8s.io/v1", "EndpointSlice")
@@ -218,13 +228,7 @@ async def test_a_slice_per_service_with_conditions_and_references(cluster, contr
         }
     )
     svc = await api.create(service(labels={"tier": "front"}))
-    await add_pod(api, "a", {"app": "web"}, "10.1.0.1", node="n1")
-    await add_pod(api, "b", {"app": "web"}, "10.1.0.2", ready=False)
-    await add_pod(api, "no-ip", {"app": "web"}, None)
-    await add_pod(api, "other", {"app": "other"}, "10.1.0.9")
-    await add_pod(api, "done", {"app": "web"}, "10.1.0.8", phase="Failed", ready=False)
-    await api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}})
-    await add_pod(api, "far", {"app": "web"}, "10.1.0.7", namespace="elsewhere")
+    await add_membership_pods(api, "Failed")
     (eps,) = await wait_summary(
         api, [(HTTP, (("10.1.0.1", True, True, False), ("10.1.0.2", False, False, False)))]
     )
@@ -307,14 +311,11 @@ async def test_pods_are_grouped_by_the_ports_they_resolve(cluster, controller):
         {"name": "metrics", "port": 9090},
     ]
     await api.create(service(ports=ports))
-    await add_pod(
-        api, "a", {"app": "web"}, "10.1.0.1", ports=[{"name": "web", "containerPort": 8080}]
-    )
-    await add_pod(
-        api, "b", {"app": "web"}, "10.1.0.2", ports=[{"name": "web", "containerPort": 8080}]
-    )
-    await add_pod(
-        api, "c", {"app": "web"}, "10.1.0.3", ports=[{"name": "web", "containerPort": 8081}]
+    await add_web_pods(
+        api,
+        ("a", "10.1.0.1", "web", 8080),
+        ("b", "10.1.0.2", "web", 8080),
+        ("c", "10.1.0.3", "web", 8081),
     )
     await add_pod(api, "d", {"app": "web"}, "10.1.0.4")  # no port named "web"
     up = (True, True, False)
