@@ -25,7 +25,7 @@ Controllers differ, so each describes its world. A controller (a
             return scenarios()
 
 A controller without ``conformance()`` is skipped in every check, with the reason
-``<name> declares no conformance scenarios``; that is how a controller declares that it
+``<name> lacks capability conformance scenarios``; that is how a controller declares that it
 lacks the capability. A scenario may also leave out single checks: a check whose part is
 missing (no ``perturbations``, no ``flip``, no ``owner`` ...) is skipped with a reason
 naming that part, and :attr:`Scenario.missing` skips any check with the author's reason.
@@ -1059,7 +1059,9 @@ class ControllerConformance:
         spec = scenario.owner
         assert spec is not None
         if policy not in spec.policies:
-            pytest.skip(f"scenario {scenario.name!r} declares no {policy} deletion")
+            pytest.skip(
+                f"scenario {scenario.name!r} lacks capability {policy} deletion (declares none)"
+            )
         async with kit.harness() as h:
             await scenario.seed(h.env)
             await h.start_companions()
@@ -1183,7 +1185,10 @@ class ControllerConformance:
             total = len(copy.writes)
             expected = await scenario.summary(h.env) if scenario.summary else None
         if total < 2:
-            pytest.skip(f"scenario {scenario.name!r} converges in {total} writes: none to cut")
+            pytest.skip(
+                f"scenario {scenario.name!r} lacks capability restart: it converges in "
+                f"{total} writes, none to cut"
+            )
         cut = total // 2
         async with kit.harness() as h:
             await scenario.seed(h.env)
@@ -1229,15 +1234,17 @@ class _Kit:
     def scenario(self, check: str, *, needs: str | None = None) -> Scenario:
         if self.case.scenario is None:
             pytest.skip(
-                f"{self.case.controller} declares no conformance scenarios "
+                f"{self.case.controller} lacks capability conformance scenarios "
                 "(it has no conformance() method)"
             )
         by_name = {s.name: s for s in scenarios_of(self.controller())}
         scenario = by_name[self.case.scenario]
         if check in scenario.missing:
-            pytest.skip(f"scenario {scenario.name!r} lacks {check}: {scenario.missing[check]}")
+            pytest.skip(
+                f"scenario {scenario.name!r} lacks capability {check}: {scenario.missing[check]}"
+            )
         if needs is not None and not getattr(scenario, needs):
-            pytest.skip(f"scenario {scenario.name!r} declares no {needs}")
+            pytest.skip(f"scenario {scenario.name!r} lacks capability {needs} (declares none)")
         return scenario
 
     @contextlib.asynccontextmanager

@@ -322,6 +322,25 @@ async def routes_in(ns: Netns) -> set[tuple[str, str]]:
     }
 
 
+async def assert_usable_addresses(pod: Pod) -> None:
+    """Each address of the pod is a host address of its subnet: not the subnet's network or
+    broadcast address (on a prefix shorter than /31), and not a gateway of its routes."""
+    found = (await netns.interfaces(pod.ns)).get(pod.answer["interface"], frozenset())
+    for text in found:
+        iface = ipaddress.ip_interface(text)
+        net = iface.network
+        if str(iface.ip) not in pod.ips or net.prefixlen >= net.max_prefixlen - 1:
+            continue
+        which = "network" if iface.ip == net.network_address else "broadcast"
+        assert iface.ip not in (net.network_address, net.broadcast_address), (
+            f"the pod got {iface.ip}, the {which} address of its subnet {net}"
+        )
+    gateways = {r["gateway"] for r in pod.answer["routes"] if r.get("gateway")}
+    assert not (pod.ips & gateways), (
+        f"the pod got {sorted(pod.ips & gateways)}, the gateway of its own routes"
+    )
+
+
 def free_host_port(network: Any) -> int:
     """A free host port when the plugin offers host ports, else 0 (no mapping)."""
     return netns.free_tcp_port() if has(network, "host_ports") else 0
@@ -413,6 +432,7 @@ class NetworkConformance:
             }
             missing = expected - await routes_in(pod.ns)
             assert not missing, f"routes of the answer missing in the pod's namespace: {missing}"
+            await assert_usable_addresses(pod)
         seen: dict[str, str] = {}
         for pod in pods:
             for ip in pod.ips:
@@ -604,6 +624,27 @@ class NetworkConformance:
         await pod.ns.run("ip", "link", "delete", pod.answer["interface"])
         await h.assert_check_fails(pod, f"with the pod's {pod.answer['interface']} deleted")
         await network.teardown_pod(pod.uid, pod.ns.path)
+
+    @network_test
+    async def test_setup_again_after_broken_wiring_gives_the_same_answer(
+        self, network: Any
+    ) -> None:
+        """``setup_pod`` is "idempotent for the same pod: the same answer again", also when
+        the pod's ``eth0`` was deleted behind the plugin's back: set-up either refuses
+        (``NotFound`` or ``PermanentError``) or answers as before (net_bridge wires the pod
+        again with its address); it never answers with other addresses."""
+        require(network, "pod_addresses")
+        h = Harness(network)
+        pod = await h.pod()
+        await pod.ns.run("ip", "link", "delete", pod.answer["interface"])
+        await h.assert_check_fails(pod, f"with the pod's {pod.answer['interface']} deleted")
+        try:
+            again = await network.setup_pod(pod.uid, pod.ns.path, pod.config)
+        except (NotFound, PermanentError):
+            return  # refusing to re-wire is allowed; the harness tears the pod down
+        assert _plain(again) == _plain(pod.answer), (
+            f"set-up after the wiring broke answered {_plain(again)}, before {_plain(pod.answer)}"
+        )
 
     @network_test
     async def test_gc_releases_pods_not_live(self, network: Any) -> None:

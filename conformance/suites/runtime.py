@@ -604,6 +604,7 @@ class RuntimeConformance:
         assert_ns_timestamp(status["created_at"], "created_at", before, after)
         assert status["started_at"] == 0, f"started_at is {status['started_at']} before start"
         assert status["finished_at"] == 0, f"finished_at is {status['finished_at']} before start"
+        assert status["exit_code"] == 0, f"exit_code is {status['exit_code']} before start"
         assert status["image_id"] == image["id"], "image_id is not the image's id"
         assert status["image_ref"], "image_ref is empty"
 

@@ -573,6 +573,34 @@ class StoreConformance:
         assert await store.current_revision() == max(kv.revision for kv in kvs)
         assert_items(await list_all(store, p), kvs, "list after concurrent creates")
 
+    @async_test
+    async def test_concurrent_reads_and_writes_apply_each_write_once(self, store: Any) -> None:
+        """Contract: "one global revision ... grows with each successful create, update or
+        delete": updates issued at the same time as reads each happen exactly once (one
+        watch event each, the last value wins), and the reads see a value that was written."""
+        p = await keyspace(store)
+        key = p + "counter"
+        first = await store.create(key, b"0")
+        watch = open_watch(store, p, first.revision)
+        ops = []
+        for i in range(1, 41):
+            ops.append(store.update(key, str(i).encode()))
+            ops.append(store.get(key))
+            ops.append(store.list(p))
+        results = await asyncio.gather(*ops)
+        updates = results[0::3]
+        written = {b"0"} | {str(i).encode() for i in range(1, 41)}
+        for kv in results[1::3]:
+            assert bytes(kv.value) in written, f"get returned {bytes(kv.value)!r}"
+        await store.create(p + "~sentinel", b"")
+        events = await read_until(watch, p + "~sentinel")
+        assert [e.kv.revision for e in events] == sorted(kv.revision for kv in updates), (
+            f"{len(updates)} updates caused {len(events)} events "
+            f"({[event_view(e) for e in events]})"
+        )
+        last = max(updates, key=lambda kv: kv.revision)
+        assert kv_view(await store.get(key)) == kv_view(last)
+
     # -- list ----------------------------------------------------------------------------------
 
     @async_test
@@ -671,6 +699,19 @@ class StoreConformance:
         kvs = {n: await store.create(p + n, b"") for n in names}
         result = await list_all(store, p + "a")
         assert_items(result, [kvs[n] for n in names if n.startswith("a")], "non-ASCII keys")
+
+    @async_test
+    async def test_list_prefix_ending_at_code_point_edges(self, store: Any) -> None:
+        """Contract: "the keys starting with ``prefix``", also for a prefix ending just below
+        the surrogate range (U+D7FF, whose successor is U+E000) or at the last code point
+        (U+10FFFF, which has none)."""
+        p = await keyspace(store)
+        names = ["a\ud7fe\uffff", "a\ud7ff", "a\ud7ffz", "a\ue000", "z\U0010fffe", "z\U0010ffff"]
+        names += ["z\U0010ffff\U0010ffff", "z\U0010ffff0", "{"]
+        kvs = {n: await store.create(p + n, n.encode()) for n in names}
+        for prefix in ("a\ud7ff", "z\U0010ffff"):
+            expected = [kvs[n] for n in names if n.startswith(prefix)]
+            assert_items(await list_all(store, p + prefix), expected, f"prefix {prefix!r}")
 
     @async_test
     async def test_list_limit_and_start_after_paginate(self, store: Any) -> None:

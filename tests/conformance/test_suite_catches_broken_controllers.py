@@ -180,7 +180,7 @@ def test_a_controller_without_scenarios_is_skipped_with_the_reason(
     reasons = set(skip_reasons(result).values())
     assert set(outcomes(result).values()) == {"skipped"}, tail(result)
     assert reasons == {
-        "Skipped: plain-controller declares no conformance scenarios "
+        "Skipped: plain-controller lacks capability conformance scenarios "
         "(it has no conformance() method)"
     }, reasons
 
@@ -212,10 +212,10 @@ def test_a_scenario_may_declare_a_check_missing(pytester: pytest.Pytester) -> No
     reasons = skip_reasons(result)
     assert reasons == {
         f"{CHECK_TESTS['flapping']}[fleet-controller/fleet]": (
-            "Skipped: scenario 'fleet' declares no flip"
+            "Skipped: scenario 'fleet' lacks capability flip (declares none)"
         ),
         f"{CHECK_TESTS['restart']}[fleet-controller/fleet]": (
-            "Skipped: scenario 'fleet' lacks restart: no restarts in this test"
+            "Skipped: scenario 'fleet' lacks capability restart: no restarts in this test"
         ),
     }, tail(result)
 

@@ -1,0 +1,814 @@
+#!/usr/bin/env python3
+"""A small mutation tester: how many injected faults does a test suite catch?
+
+It parses a source file with :mod:`ast`, makes one small semantic change at a time (a
+flipped comparison, ``and`` for ``or``, a negated condition, an integer off by one, a dropped
+statement, ``True`` for ``False``), runs the test command against each mutant and counts the
+mutants the suite kills (a failing or hanging run) and those that survive::
+
+    python scripts/mutate.py store_sqlite --max 60          # a named target (TARGETS below)
+    python scripts/mutate.py --file pkg/mod.py --cmd 'python -m pytest tests/x -q -x'
+    python scripts/mutate.py ipam --list                    # only list the mutants
+
+How a mutant is applied. By default the file in the tree is never touched: the test
+command runs with a ``sitecustomize`` on ``PYTHONPATH`` that makes the interpreter (and any
+Python subprocess inheriting the environment) import the target *module* from the mutated
+source. Other people running tests from the same tree at the same time therefore never see
+a mutant, and a crash of this script cannot leave one behind. The overlay also writes a
+marker when the mutant module is imported; a run that never imported it is reported as an
+error instead of a survivor. ``--in-place`` writes the mutant into the file itself (for code
+that is loaded by path, not imported), always restores the original bytes afterwards (also
+on Ctrl-C or SIGTERM) and checks the file's SHA-256 at the end.
+
+Mutants that change nothing observable (equivalent mutants) are excluded per target with a
+reason (``exclude`` in TARGETS); they are listed but not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Named targets: the source file, the functions/classes to mutate (empty: all), the test
+# command (run from the repository root) and equivalent mutants to exclude, keyed by the
+# mutant's key (see ``Mutant.key``; ``--list`` prints them) with the reason.
+TARGETS: dict[str, dict] = {
+    "store_sqlite": {
+        "file": "plugins/store_sqlite/backend.py",
+        "only": [],
+        "cmd": "python -m pytest tests/store_sqlite/test_sqlite_conformance.py"
+        " -q -x -p no:cacheprovider",
+        "timeout": 60,
+        "exclude": {
+            "<module>: 512 -> 0": "MAX_BATCH 0: the writer still takes one operation per"
+            " batch (the first get() is outside the loop); batching is throughput only",
+            "<module>: 512 -> 513": "MAX_BATCH 513: batch size is throughput only",
+            "Database.__init__: 0 -> 1": "revision is set again from the history table"
+            " before __init__ returns",
+            "Database.__init__: drop `self.revision = 0`": "set again before any use",
+            "Database.__init__: 0 -> 1 #2": "compacted is set again from the meta table"
+            " before __init__ returns",
+            "Database.__init__: drop `self.compacted = 0`": "set again before any use",
+            "SqliteStore._watch: drop `watcher.done = True`": "in the generator's finally:"
+            " the generator never resumes and the watcher leaves the list right after",
+            "SqliteStore._register: drop `raise Expired(f'revision {after_revision + 1}"
+            " has been co...`": "db.replay() right after makes the same check on the same"
+            " thread with the same state",
+            "SqliteStore._process: `return False` -> `return None`": "the caller only"
+            " tests the result's truth",
+            "Database.replay: 1 -> 2 #2": "only the text of the Expired message",
+        },
+    },
+    "runtime_linux": {
+        "file": "plugins/runtime_linux/runtime.py",
+        # The state handling: the sandbox record, the container index/metadata and the
+        # statuses and lists derived from them.
+        "only": [
+            "_read_json",
+            "_process_start",
+            "_labels_match",
+            "_Sandbox",
+            "_sandbox",
+            "_sandbox_status",
+            "list_pod_sandbox",
+            "_container_dir",
+            "_container_meta",
+            "_container_index",
+            "_state",
+            "_container_status",
+            "list_containers",
+            "_live_sandbox_of",
+        ],
+        # The tests of sandbox and container states, lists and restarts.
+        "cmd": "python -m pytest tests/runtime_linux/test_conformance.py -q -x"
+        " -p no:cacheprovider -k 'sandbox or list_containers or exit or remove_container"
+        " or idempotent or unknown or start_container or restart or create_container'",
+        "timeout": 400,
+        "exclude": {
+            "LinuxRuntime._container_status: 0 -> 1 #2": "the monitor's state.json always"
+            " has started_at (monitor.Container.record); the default is never used",
+            "LinuxRuntime._container_status: 0 -> 1 #3": "likewise finished_at",
+            "LinuxRuntime._container_status: 0 -> 1 #4": "likewise exit_code",
+            "LinuxRuntime._container_status: or -> and in `state.get('created_at') or"
+            " meta.get('created_at', 0)`": "both timestamps are taken during"
+            " create_container; state's is never 0",
+        },
+    },
+    "ipam": {
+        "file": "plugins/net_bridge/ipam.py",
+        "only": [],
+        # The tests that allocate, keep and release addresses.
+        "cmd": "python -m pytest tests/net_bridge/test_conformance.py -q -x -p no:cacheprovider"
+        " -k 'address or setup or teardown or gc or restart'",
+        "timeout": 240,
+        "exclude": {
+            "HostLocalIpam.__init__: 384 -> 385": "the lock file's mode: the plugin runs as"
+            " root and only flock()s it",
+            "HostLocalIpam.__init__: 384 -> 0": "the lock file's mode: root opens it anyway",
+            "HostLocalIpam.allocate: 420 -> 421": "an allocation file's mode: only root reads it",
+            "HostLocalIpam.close: 0 -> 1": "the lock fd is never 0 (stdin is open), so >= 1"
+            " and >= 0 agree",
+            "HostLocalIpam._write_last: 15 -> 16": "padding width of last_reserved_ip; the"
+            " reader strips it",
+            "HostLocalIpam.claim: `return False` -> `return None`": "the only caller tests"
+            " the result's truth",
+            "HostLocalIpam.release: `return False` -> `return None`": "callers test the"
+            " result's truth or ignore it",
+        },
+    },
+    "replicaset": {
+        "file": "plugins/controllers/replicaset.py",
+        "only": [],
+        "cmd": "python -m pytest --pyargs kcore.conformance.suites.test_controllers"
+        " --kcore-plugin controllers -k ReplicaSet -q -x -p no:cacheprovider",
+        "timeout": 300,
+        "exclude": {
+            "ReplicaSetController.manage_replicas: > -> >= in `diff > 0`": "at diff == 0"
+            " the delete branch picks min(0, burst) = 0 victims: no write, no expectation",
+        },
+    },
+}
+
+LOGGING_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log"}
+LOGGER_NAMES = {"log", "logger", "logging", "structlog", "_log", "_logger", "LOG", "LOGGER"}
+
+COMPARE_SWAPS: dict[type, type] = {
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
+OP_TEXT = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.In: "in",
+    ast.NotIn: "not in",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+}
+
+
+@dataclass
+class Mutant:
+    index: int  # position of the node in the walk (stable for a given source)
+    kind: str  # compare, boolop, negate, number, drop, bool
+    arg: object  # which variant (the operator position, the new value...)
+    line: int
+    scope: str  # qualified name of the enclosing def/class ("<module>" at the top)
+    description: str
+    key: str = ""
+
+    def location(self, path: str) -> str:
+        return f"{path}:{self.line}"
+
+
+@dataclass
+class Result:
+    mutant: Mutant
+    status: str  # killed, timeout, survived, excluded, error
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class Target:
+    name: str
+    file: Path
+    cmd: str
+    only: list[str] = field(default_factory=list)
+    timeout: float = 300
+    exclude: dict[str, str] = field(default_factory=dict)
+    module: str | None = None
+
+
+# -- finding mutants ---------------------------------------------------------------------------
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
+def _is_logging_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Attribute) and func.attr in LOGGING_METHODS:
+        base = func.value
+        while isinstance(base, ast.Attribute | ast.Call):
+            base = base.func if isinstance(base, ast.Call) else base.value
+        return isinstance(base, ast.Name) and (
+            base.id in LOGGER_NAMES or base.id.endswith(("log", "logger"))
+        )
+    return isinstance(func, ast.Name) and func.id in {"print"}
+
+
+def _is_logger_assignment(stmt: ast.AST) -> bool:
+    """``log = structlog.get_logger(...)``: dropping it only breaks logging."""
+    value = getattr(stmt, "value", None)
+    return (
+        isinstance(stmt, ast.Assign | ast.AnnAssign)
+        and isinstance(value, ast.Call)
+        and ast.unparse(value.func).endswith(("get_logger", "getLogger"))
+    )
+
+
+def _is_all_assignment(stmt: ast.AST) -> bool:
+    targets = []
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, ast.AnnAssign | ast.AugAssign):
+        targets = [stmt.target]
+    return any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _children(node: ast.AST) -> Iterator[ast.AST]:
+    """Child nodes, leaving out annotations (never mutated)."""
+    for name, value in ast.iter_fields(node):
+        if name in ("annotation", "returns", "type_comment", "type_params"):
+            continue
+        if isinstance(node, ast.AnnAssign) and name == "target":
+            continue
+        if isinstance(value, ast.AST):
+            yield value
+        elif isinstance(value, list):
+            yield from (v for v in value if isinstance(v, ast.AST))
+
+
+def _walk(tree: ast.AST) -> Iterator[tuple[ast.AST, str, bool]]:
+    """Every node worth mutating in a deterministic order, with its scope and whether it
+    lies inside one of the selected definitions (filled in by the caller's ``only``)."""
+
+    def visit(node: ast.AST, scope: str) -> Iterator[tuple[ast.AST, str]]:
+        if (
+            _is_logging_call(node)
+            or (isinstance(node, ast.Expr) and _is_logging_call(node.value))
+            or _is_all_assignment(node)
+            or _is_logger_assignment(node)
+            or _is_type_checking(node)
+        ):
+            return
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            return
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            scope = node.name if scope == "<module>" else f"{scope}.{node.name}"
+            # Decorators and default values stay; bodies are walked below.
+        yield node, scope
+        for child in _children(node):
+            yield from visit(child, scope)
+
+    for node, scope in visit(tree, "<module>"):
+        yield node, scope, True
+
+
+def _in_scope(scope: str, only: list[str]) -> bool:
+    if not only:
+        return True
+    parts = scope.split(".")
+    for name in only:
+        wanted = name.split(".")
+        for i in range(len(parts) - len(wanted) + 1):
+            if parts[i : i + len(wanted)] == wanted:
+                return True
+    return False
+
+
+def _short(node: ast.AST, limit: int = 60) -> str:
+    text = " ".join(ast.unparse(node).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _statement_parents(tree: ast.AST) -> dict[int, ast.AST]:
+    parents = {}
+    for parent in ast.walk(tree):
+        for child in ast.iter_child_nodes(parent):
+            parents[id(child)] = parent
+    return parents
+
+
+def find_mutants(source: str, only: list[str] | None = None) -> list[Mutant]:
+    tree = ast.parse(source)
+    only = only or []
+    parents = _statement_parents(tree)
+    out: list[Mutant] = []
+    docstrings = set()
+    for node in ast.walk(tree):
+        # Docstrings, also the attribute docstrings that follow an assignment.
+        if isinstance(node, ast.stmt) and _is_docstring(node):
+            docstrings.add(id(node))
+    for index, (node, scope, _) in enumerate(_walk(tree)):
+        if not _in_scope(scope, only):
+            continue
+        line = getattr(node, "lineno", 0)
+
+        def add(kind: str, arg: object, description: str, at=(index, line, scope)) -> None:
+            out.append(Mutant(at[0], kind, arg, at[1], at[2], description))
+
+        if isinstance(node, ast.Compare):
+            for pos, op in enumerate(node.ops):
+                swap = COMPARE_SWAPS.get(type(op))
+                if swap is not None:
+                    add(
+                        "compare",
+                        pos,
+                        f"{OP_TEXT[type(op)]} -> {OP_TEXT[swap]} in `{_short(node)}`",
+                    )
+        elif isinstance(node, ast.BoolOp):
+            new = "or" if isinstance(node.op, ast.And) else "and"
+            old = "and" if new == "or" else "or"
+            add("boolop", None, f"{old} -> {new} in `{_short(node)}`")
+        elif isinstance(node, ast.If | ast.While | ast.IfExp):
+            add("negate", None, f"negate condition `{_short(node.test)}`")
+        elif isinstance(node, ast.Constant):
+            value = node.value
+            parent = parents.get(id(node))
+            if isinstance(value, bool):
+                add("bool", not value, f"{value} -> {not value}")
+            elif isinstance(value, int) and not (
+                isinstance(parent, ast.UnaryOp) and isinstance(parent.op, ast.USub)
+            ):
+                add("number", value + 1, f"{value} -> {value + 1}")
+                if value != 0:
+                    add("number", 0, f"{value} -> 0")
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            if isinstance(node.operand, ast.Constant) and type(node.operand.value) is int:
+                value = -node.operand.value
+                for new in dict.fromkeys((value + 1, 0)):
+                    add("number", new, f"{value} -> {new}")
+        elif isinstance(node, ast.stmt) and id(node) not in docstrings:
+            if isinstance(node, ast.Expr):
+                add("drop", "pass", f"drop `{_short(node)}`")
+            elif isinstance(node, ast.Assign | ast.AugAssign) or (
+                isinstance(node, ast.AnnAssign) and node.value is not None
+            ):
+                if not isinstance(parents.get(id(node)), ast.ClassDef):
+                    add("drop", "pass", f"drop `{_short(node)}`")
+            elif isinstance(node, ast.Return) and node.value is not None:
+                if not (isinstance(node.value, ast.Constant) and node.value.value is None):
+                    add("drop", "return", f"`{_short(node)}` -> `return None`")
+            elif isinstance(node, ast.Raise):
+                add("drop", "pass", f"drop `{_short(node)}`")
+    # Keys that survive edits elsewhere in the file: scope, description, occurrence.
+    seen: dict[str, int] = {}
+    for m in out:
+        base = f"{m.scope}: {m.description}"
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        m.key = base if n == 0 else f"{base} #{n + 1}"
+    return out
+
+
+def apply_mutant(source: str, mutant: Mutant) -> str:
+    """The source with ``mutant`` applied (the module is re-emitted by ``ast.unparse``)."""
+    tree = ast.parse(source)
+    nodes = [node for node, _, _ in _walk(tree)]
+    node = nodes[mutant.index]
+    kind = mutant.kind
+    if kind == "compare":
+        assert isinstance(node, ast.Compare)
+        node.ops[mutant.arg] = COMPARE_SWAPS[type(node.ops[mutant.arg])]()
+    elif kind == "boolop":
+        assert isinstance(node, ast.BoolOp)
+        node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+    elif kind == "negate":
+        node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
+    elif kind in ("number", "bool"):
+        if isinstance(node, ast.UnaryOp):
+            node.op = ast.UAdd()
+            node.operand = ast.Constant(mutant.arg)
+        else:
+            node.value = mutant.arg
+    elif kind == "drop":
+        if mutant.arg == "return":
+            node.value = None
+        else:
+            _replace_statement(tree, node, ast.Pass())
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    ast.fix_missing_locations(tree)
+    return ast.unparse(tree) + "\n"
+
+
+def _replace_statement(tree: ast.AST, old: ast.AST, new: ast.stmt) -> None:
+    for parent in ast.walk(tree):
+        for _, value in ast.iter_fields(parent):
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    if item is old:
+                        value[i] = copy.copy(new)
+                        ast.copy_location(value[i], old)
+                        return
+    raise LookupError("statement not found")
+
+
+# -- running mutants ---------------------------------------------------------------------------
+
+SITECUSTOMIZE = '''\
+"""Installed by scripts/mutate.py: import one module from a mutated source."""
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+_NAME = os.environ.get("KCORE_MUTATE_MODULE")
+_SOURCE = os.environ.get("KCORE_MUTATE_SOURCE")
+_ORIGIN = os.environ.get("KCORE_MUTATE_ORIGIN")
+_MARKER = os.environ.get("KCORE_MUTATE_MARKER")
+
+
+class _Loader(importlib.abc.Loader):
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        with open(_SOURCE) as f:
+            code = compile(f.read(), _ORIGIN, "exec")
+        if _MARKER:
+            with open(_MARKER, "a") as f:
+                f.write(f"{os.getpid()}\\n")
+        exec(code, module.__dict__)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _NAME:
+            return None
+        return importlib.util.spec_from_file_location(fullname, _ORIGIN, loader=_Loader())
+
+
+if _NAME and _SOURCE and _ORIGIN:
+    sys.meta_path.insert(0, _Finder())
+'''
+
+
+def module_name(path: Path) -> str:
+    """The import name of ``path``: its package chain, with this repository's package-dir
+    mapping (pyproject.toml) applied to the top directory."""
+    path = path.resolve()
+    parts = [path.stem] if path.stem != "__init__" else []
+    directory = path.parent
+    while (directory / "__init__.py").exists():
+        parts.insert(0, directory.name)
+        directory = directory.parent
+    pyproject = directory / "pyproject.toml"
+    if pyproject.exists() and parts:
+        config = tomllib.loads(pyproject.read_text())
+        mapping = config.get("tool", {}).get("setuptools", {}).get("package-dir", {})
+        for package, folder in mapping.items():
+            if folder == parts[0]:
+                return ".".join([package, *parts[1:]])
+    return ".".join(parts)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_command(cmd: str, env: dict[str, str], timeout: float, cwd: Path) -> tuple[str, str]:
+    """Runs ``cmd``; returns (status, tail of output): passed, failed or timeout. The command
+    runs in a session of its own so that a hang is ended with everything it started."""
+    proc = subprocess.Popen(
+        shlex.split(cmd),
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out = _stop(proc)
+        return "timeout", out.decode(errors="replace")[-2000:]
+    except BaseException:
+        _stop(proc)
+        raise
+    status = "passed" if proc.returncode == 0 else "failed"
+    return status, out.decode(errors="replace")[-2000:]
+
+
+def _stop(proc: subprocess.Popen, grace: float = 30) -> bytes:
+    """Ends a test run: SIGINT first, so that pytest still runs its fixtures' clean-up
+    (namespaces, bridges, cgroups), then SIGKILL for the whole session."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    return out or b""
+
+
+class _Terminate(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum, frame):
+        raise _Terminate(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Runner:
+    def __init__(self, target: Target, in_place: bool = False, cwd: Path = REPO, verbose=False):
+        self.target = target
+        self.in_place = in_place
+        self.cwd = cwd
+        self.verbose = verbose
+        self.original = target.file.read_bytes()
+        self.checksum = hashlib.sha256(self.original).hexdigest()
+        self.source = self.original.decode()
+        self.module = target.module or module_name(target.file)
+        self.tmp = Path(tempfile.mkdtemp(prefix="kcore-mutate-"))
+        (self.tmp / "site").mkdir()
+        (self.tmp / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _env(self, source: str | None) -> tuple[dict[str, str], Path]:
+        env = dict(os.environ)
+        marker = self.tmp / "loaded"
+        marker.unlink(missing_ok=True)
+        if source is not None and not self.in_place:
+            mutant = self.tmp / "mutant.py"
+            mutant.write_text(source)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.tmp / "site"), env.get("PYTHONPATH", "")) if p
+            )
+            env["KCORE_MUTATE_MODULE"] = self.module
+            env["KCORE_MUTATE_SOURCE"] = str(mutant)
+            env["KCORE_MUTATE_ORIGIN"] = str(self.target.file.resolve())
+            env["KCORE_MUTATE_MARKER"] = str(marker)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env, marker
+
+    def run(self, source: str) -> tuple[str, str, bool]:
+        """Runs the test command on ``source``: (status, output, whether it was loaded)."""
+        env, marker = self._env(source)
+        if not self.in_place:
+            status, out = run_command(self.target.cmd, env, self.target.timeout, self.cwd)
+            return status, out, marker.exists()
+        path = self.target.file
+        written = source.encode()
+        try:
+            with _sigterm_raises():
+                path.write_bytes(written)
+                status, out = run_command(self.target.cmd, env, self.target.timeout, self.cwd)
+        finally:
+            if path.read_bytes() != written:
+                print(f"warning: {path} changed while a mutant was in it", file=sys.stderr)
+            path.write_bytes(self.original)
+        return status, out, True
+
+    def verify_restored(self) -> None:
+        if sha256(self.target.file) != self.checksum:
+            raise SystemExit(f"error: {self.target.file} is not the original any more")
+
+    def baseline(self) -> None:
+        status, out, loaded = self.run(self.source)
+        if status != "passed":
+            raise SystemExit(f"error: the suite fails without a mutant:\n{out}")
+        if not loaded:
+            raise SystemExit(f"error: the suite never imported {self.module}")
+
+    def run_mutant(self, mutant: Mutant) -> Result:
+        if mutant.key in self.target.exclude:
+            return Result(mutant, "excluded", reason=self.target.exclude[mutant.key])
+        source = apply_mutant(self.source, mutant)
+        start = time.monotonic()
+        status, _, loaded = self.run(source)
+        seconds = time.monotonic() - start
+        if status == "timeout":
+            return Result(mutant, "timeout", seconds)
+        if status == "failed":
+            return Result(mutant, "killed", seconds)
+        if not loaded:
+            return Result(mutant, "error", seconds, "the suite never imported the module")
+        return Result(mutant, "survived", seconds)
+
+
+def select(mutants: list[Mutant], maximum: int | None, seed: int) -> list[Mutant]:
+    if maximum is None or len(mutants) <= maximum:
+        return mutants
+    picked = random.Random(seed).sample(range(len(mutants)), maximum)
+    return [mutants[i] for i in sorted(picked)]
+
+
+def summarize(target: Target, total: int, results: list[Result]) -> dict:
+    count = {s: sum(r.status == s for r in results) for s in ("killed", "timeout", "survived")}
+    count["excluded"] = sum(r.status == "excluded" for r in results)
+    count["error"] = sum(r.status == "error" for r in results)
+    counted = count["killed"] + count["timeout"] + count["survived"]
+    score = 100.0 * (count["killed"] + count["timeout"]) / counted if counted else 100.0
+    return {"target": target.name, "all_mutants": total, "run": len(results), **count,
+            "score": round(score, 1)}  # fmt: skip
+
+
+def report(target: Target, total: int, results: list[Result]) -> dict:
+    summary = summarize(target, total, results)
+    rel = os.path.relpath(target.file, REPO) if target.file.is_relative_to(REPO) else target.file
+    print(f"\n== {target.name}: {rel}")
+    print(f"   command: {target.cmd}")
+    header = ("mutants", "sampled", "killed", "timeout", "survived", "excluded", "error", "score")
+    values = (
+        total,
+        summary["run"],
+        summary["killed"],
+        summary["timeout"],
+        summary["survived"],
+        summary["excluded"],
+        summary["error"],
+        f"{summary['score']:.1f}%",
+    )
+    print("   " + " ".join(f"{h:>9}" for h in header))
+    print("   " + " ".join(f"{v!s:>9}" for v in values))
+    for status in ("survived", "error", "excluded"):
+        rows = [r for r in results if r.status == status]
+        if rows:
+            print(f"   {status}:")
+        for r in rows:
+            extra = f"  ({r.reason})" if r.reason else ""
+            print(f"     {r.mutant.location(str(rel))}  {r.mutant.key}{extra}")
+    return summary
+
+
+def load_target(args: argparse.Namespace) -> Target:
+    if args.target:
+        if args.target not in TARGETS:
+            raise SystemExit(f"unknown target {args.target!r}; known: {', '.join(TARGETS)}")
+        spec = TARGETS[args.target]
+        target = Target(
+            name=args.target,
+            file=REPO / spec["file"],
+            cmd=spec["cmd"],
+            only=list(spec.get("only") or []),
+            timeout=spec.get("timeout", 300),
+            exclude=dict(spec.get("exclude") or {}),
+        )
+    else:
+        if not args.file or not args.cmd:
+            raise SystemExit("give a target name, or --file and --cmd")
+        target = Target(name=Path(args.file).stem, file=Path(args.file).resolve(), cmd=args.cmd)
+    if args.file and args.target:
+        target.file = Path(args.file).resolve()
+    if args.cmd and args.target:
+        target.cmd = args.cmd
+    if args.only:
+        target.only = [n for n in args.only.split(",") if n]
+    if args.timeout:
+        target.timeout = args.timeout
+    if args.module:
+        target.module = args.module
+    if args.exclude_file:
+        target.exclude.update(json.loads(Path(args.exclude_file).read_text()))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", nargs="?", help=f"a named target: {', '.join(TARGETS)}")
+    parser.add_argument("--file", help="the source file to mutate")
+    parser.add_argument("--cmd", help="the test command (run from --cwd)")
+    parser.add_argument("--only", help="comma-separated functions/classes to mutate")
+    parser.add_argument("--module", help="the import name of --file (derived when absent)")
+    parser.add_argument("--max", type=int, help="sample this many mutants (deterministic)")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--timeout", type=float, help="seconds per test run (hang = killed)")
+    parser.add_argument("--list", action="store_true", help="only list the mutants")
+    parser.add_argument("--in-place", action="store_true", help="write mutants into the file")
+    parser.add_argument("--cwd", default=str(REPO), help="where the command runs")
+    parser.add_argument("--exclude-file", help="JSON {mutant key: reason} of equivalents")
+    parser.add_argument("--json", help="write the summary and every result here")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="with --rerun: run nothing, report the earlier results with today's exclusions",
+    )
+    parser.add_argument(
+        "--rerun",
+        help="a --json result: run only its survivors again (after adding tests) and"
+        " report the merged result",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    target = load_target(args)
+
+    source = target.file.read_text()
+    mutants = find_mutants(source, target.only)
+    chosen = select(mutants, args.max, args.seed)
+    if args.list:
+        for m in chosen:
+            flag = "  [excluded]" if m.key in target.exclude else ""
+            print(f"{m.location(str(target.file))}  {m.key}{flag}")
+        print(f"{len(chosen)} of {len(mutants)} mutants")
+        return 0
+
+    previous: dict[str, dict] = {}
+    if args.rerun:
+        previous = {r["key"]: r for r in json.loads(Path(args.rerun).read_text())["results"]}
+        chosen = [m for m in mutants if m.key in previous]
+        missing = set(previous) - {m.key for m in chosen}
+        if missing:
+            print(f"warning: {len(missing)} earlier mutants no longer exist", file=sys.stderr)
+    runner = Runner(target, in_place=args.in_place, cwd=Path(args.cwd))
+    results: list[Result] = []
+    if args.report_only:
+        args.no_baseline = True
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # A background job has SIGINT ignored; SIGTERM ends the run the same way (cleanly).
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        if not args.no_baseline:
+            runner.baseline()
+        for n, mutant in enumerate(chosen, 1):
+            earlier = previous.get(mutant.key)
+            if earlier and mutant.key in target.exclude:
+                result = Result(mutant, "excluded", reason=target.exclude[mutant.key])
+            elif earlier and (args.report_only or earlier["status"] in ("killed", "timeout")):
+                result = Result(mutant, earlier["status"], earlier["seconds"], "earlier run")
+            else:
+                result = runner.run_mutant(mutant)
+            results.append(result)
+            print(
+                f"[{n}/{len(chosen)}] {result.status:<8} {result.seconds:6.1f}s "
+                f"{mutant.location(os.path.basename(target.file))} {mutant.key}",
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        print("interrupted; reporting what ran", file=sys.stderr)
+    finally:
+        runner.close()
+        runner.verify_restored()
+    summary = report(target, len(mutants), results)
+    if args.json:
+        data = {
+            "summary": summary,
+            "command": target.cmd,
+            "results": [
+                {
+                    "key": r.mutant.key,
+                    "line": r.mutant.line,
+                    "status": r.status,
+                    "seconds": round(r.seconds, 1),
+                    "reason": r.reason,
+                }
+                for r in results
+            ],
+        }
+        Path(args.json).write_text(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
