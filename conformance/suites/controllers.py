@@ -599,6 +599,7 @@ class Harness:
         self.activity = _Activity()
         self.clock = Clock()
         self.copies: list[Copy] = []
+        self.companion_copies: list[Copy] = []
         self._clients: list[ApiClient] = []
         api, _ = self.client()
         self.env = ScenarioEnv(api=api, namespace=NAMESPACE, clock=self.clock, settings=settings)
@@ -693,7 +694,9 @@ class Harness:
             await asyncio.sleep(0.01)
 
     async def start_companions(self) -> list[Copy]:
-        return [await self.start(c) for c in self.scenario.companions()]
+        started = [await self.start(c) for c in self.scenario.companions()]
+        self.companion_copies.extend(started)
+        return started
 
     async def stop(self, copy: Copy) -> None:
         """Stop a copy (its in-flight reconciles are cancelled) and its informers."""
@@ -811,9 +814,10 @@ class Harness:
             await asyncio.sleep(0.05)
 
     async def resync(self) -> None:
-        """Queue every object of every Reconciler copy's kinds, as a resync does."""
+        """Queue every primary object of every Reconciler copy under test, as a resync does
+        (companions keep their own keys: a garbage collector's are not ``ns/name``)."""
         for copy in self.copies:
-            if copy.runner is None:
+            if copy.runner is None or copy in self.companion_copies:
                 continue
             controller = copy.controller
             for api_version, kind in controller.kinds:
