@@ -47,6 +47,7 @@ from kcore.controllers import (
     parse_time,
 )
 from kcore.errors import AlreadyExists, Forbidden, KcoreError, NotFound
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.cronjob")
 
@@ -257,11 +258,7 @@ class CronJobController(Reconciler):
     name = "cronjob-controller"
     kinds = (CRONJOB, JOB)
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import cronjob_scenarios
-
-        return cronjob_scenarios()
+    conformance = scenarios("cronjob_scenarios")
 
     async def setup(self) -> None:
         self._written: dict[str, dict[str, Any]] = {}

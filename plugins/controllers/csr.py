@@ -46,6 +46,7 @@ from kcore.api.registry import by_kind
 from kcore.controllers import Reconciler
 from kcore.errors import NotFound
 from kcore.pki import issue_certificate
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.csr")
 
@@ -129,11 +130,7 @@ class CSRApprovingController(Reconciler):
     name = "csrapproving"
     kinds = [CSR]
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import csr_approving_scenarios
-
-        return csr_approving_scenarios()
+    conformance = scenarios("csr_approving_scenarios")
 
     async def reconcile(self, key: str) -> float | None:
         obj = self.cached(key)
@@ -229,11 +226,7 @@ class CSRSigningController(Reconciler):
     kinds = [CSR]
     signers = (KUBE_APISERVER_CLIENT_KUBELET, KUBE_APISERVER_CLIENT)
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import csr_signing_scenarios
-
-        return csr_signing_scenarios()
+    conformance = scenarios("csr_signing_scenarios")
 
     def __init__(self, ca: CertificateAuthority) -> None:
         self.ca = ca

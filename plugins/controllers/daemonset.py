@@ -96,6 +96,7 @@ from kcore.plugins.controllers.nodelifecycle import (
     tolerates,
 )
 from kcore.plugins.controllers.replicaset import slow_start_batch
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.daemonset")
 
@@ -347,11 +348,7 @@ class DaemonSetController(Reconciler):
     kinds = (DS, POD, NODE, REVISION)
     burst_replicas = BURST_REPLICAS
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import daemonset_scenarios
-
-        return daemonset_scenarios()
+    conformance = scenarios("daemonset_scenarios")
 
     async def setup(self) -> None:
         self.creations = Expectations()

@@ -86,6 +86,7 @@ from kcore.errors import (
     NotFound,
     PermanentError,
 )
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.deployment")
 
@@ -495,11 +496,7 @@ class DeploymentController(Reconciler):
     name = "deployment-controller"
     kinds = (DEPLOYMENT, RS, POD)
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import deployment_scenarios
-
-        return deployment_scenarios()
+    conformance = scenarios("deployment_scenarios")
 
     _superseded: dict[str, set[str]]
     """Per key, resourceVersions of the Deployment that our own writes replaced: while the

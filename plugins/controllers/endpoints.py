@@ -44,6 +44,7 @@ from kcore.controllers import (
     split_key,
 )
 from kcore.errors import AlreadyExists, Forbidden, NotFound
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.endpoints")
 
@@ -356,11 +357,7 @@ class EndpointsController(ServicePodsReconciler):
     name = "endpoints-controller"
     kinds = (SERVICE, POD, ENDPOINTS)
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import endpoints_scenarios
-
-        return endpoints_scenarios()
+    conformance = scenarios("endpoints_scenarios")
 
     def keys_for(self, event: ResourceEvent) -> Iterable[str]:
         if (event.api_version, event.kind) == ENDPOINTS:

@@ -68,6 +68,7 @@ from kcore.plugins.controllers.endpoints import (
     should_set_hostname,
     target_ref,
 )
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.endpointslice")
 
@@ -427,11 +428,7 @@ class EndpointSliceController(ServicePodsReconciler):
     kinds = (SERVICE, POD, SLICE, NODE)
     max_endpoints_per_slice = MAX_ENDPOINTS_PER_SLICE
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import endpointslice_scenarios
-
-        return endpointslice_scenarios()
+    conformance = scenarios("endpointslice_scenarios")
 
     async def setup(self) -> None:
         self.tracker = SliceTracker()

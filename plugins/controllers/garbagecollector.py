@@ -43,6 +43,7 @@ from kcore.controllers import (
     make_key,
 )
 from kcore.errors import BadRequest, Conflict, NotFound
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.garbagecollector")
 
@@ -110,11 +111,7 @@ class GarbageCollector(Reconciler):
     name = "garbage-collector"
     workers = 4
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import garbage_collector_scenarios
-
-        return garbage_collector_scenarios()
+    conformance = scenarios("garbage_collector_scenarios")
 
     def __init__(self, kinds: Iterable[Kind] | None = None) -> None:
         self._follow = kinds is None

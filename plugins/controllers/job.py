@@ -73,6 +73,7 @@ from kcore.controllers import (
 )
 from kcore.errors import BadRequest, KcoreError, NotFound, PermanentError
 from kcore.plugins.controllers.replicaset import slow_start_batch
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.job")
 
@@ -331,11 +332,7 @@ class JobController(Reconciler):
     kinds = (JOB, POD)
     burst = BURST
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import job_scenarios
-
-        return job_scenarios()
+    conformance = scenarios("job_scenarios")
 
     async def setup(self) -> None:
         self.informers.add_index(*POD, BY_JOB, _job_index)

@@ -29,6 +29,7 @@ from kcore.api import registry
 from kcore.api.registry import by_kind
 from kcore.controllers import DELETED, Reconciler, ResourceEvent, being_deleted
 from kcore.errors import NotFound
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.namespace")
 
@@ -66,11 +67,7 @@ class NamespaceController(Reconciler):
     kinds = (NAMESPACE, POD)
     workers = 2
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import namespace_scenarios
-
-        return namespace_scenarios()
+    conformance = scenarios("namespace_scenarios")
 
     async def setup(self) -> None:
         self._attempts: dict[str, int] = {}

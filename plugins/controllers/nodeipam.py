@@ -21,6 +21,7 @@ import structlog
 
 from kcore.controllers import Reconciler
 from kcore.errors import FieldError, Invalid, NotFound, TemporaryError
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.nodeipam")
 
@@ -53,11 +54,7 @@ class NodeIpamController(Reconciler):
     kinds = [NODE]
     workers = 1
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import nodeipam_scenarios
-
-        return nodeipam_scenarios()
+    conformance = scenarios("nodeipam_scenarios")
 
     def __init__(self, cluster_cidr: IPv4Network, mask_size: int = DEFAULT_MASK_SIZE) -> None:
         self.cluster_cidr = cluster_cidr

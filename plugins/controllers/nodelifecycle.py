@@ -63,6 +63,7 @@ from kcore.controllers import (
     pod_condition,
 )
 from kcore.errors import Conflict, KcoreError, NotFound
+from kcore.plugins.controllers.scenarios import scenarios
 from kcore.pods.tolerations import with_default_tolerations
 
 log = structlog.get_logger("kcore.plugins.controllers.nodelifecycle")
@@ -241,11 +242,7 @@ class NodeLifecycleController(Reconciler):
     kinds = (NODE, LEASE, POD)
     workers = 4
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import node_lifecycle_scenarios
-
-        return node_lifecycle_scenarios()
+    conformance = scenarios("node_lifecycle_scenarios")
 
     def __init__(
         self,
@@ -482,11 +479,7 @@ class TaintEvictionController(Reconciler):
     kinds = (NODE, POD)
     workers = 4
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import taint_eviction_scenarios
-
-        return taint_eviction_scenarios()
+    conformance = scenarios("taint_eviction_scenarios")
 
     def __init__(self, *, eviction_timeout: float = POD_EVICTION_TIMEOUT) -> None:
         self.eviction_timeout = eviction_timeout

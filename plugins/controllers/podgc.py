@@ -29,6 +29,7 @@ from kcore.controllers import (
     make_key,
 )
 from kcore.errors import Conflict, NotFound
+from kcore.plugins.controllers.scenarios import scenarios
 
 NODE = ("v1", "Node")
 POD = ("v1", "Pod")
@@ -46,11 +47,7 @@ class PodGCController(Reconciler):
     kinds = [POD, NODE]
     workers = 1
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import podgc_scenarios
-
-        return podgc_scenarios()
+    conformance = scenarios("podgc_scenarios")
 
     def __init__(self, terminated_threshold: int = TERMINATED_POD_GC_THRESHOLD) -> None:
         super().__init__()

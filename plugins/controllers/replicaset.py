@@ -56,6 +56,7 @@ from kcore.controllers import (
     split_key,
 )
 from kcore.errors import BadRequest, Conflict, KcoreError, NotFound, PermanentError
+from kcore.plugins.controllers.scenarios import scenarios
 
 log = structlog.get_logger("kcore.plugins.controllers.replicaset")
 
@@ -100,11 +101,7 @@ class ReplicaSetController(Reconciler):
     kinds = (RS, POD)
     burst_replicas = BURST_REPLICAS
 
-    def conformance(self) -> list[Any]:
-        """Scenarios for the controller conformance suite (:mod:`kcore.conformance`)."""
-        from kcore.plugins.controllers.conformance import replicaset_scenarios
-
-        return replicaset_scenarios()
+    conformance = scenarios("replicaset_scenarios")
 
     async def setup(self) -> None:
         self.expectations = Expectations()
