@@ -77,17 +77,25 @@ def kcore_settings_factory(tmp_path: Path, kcore_options: dict[str, Any]) -> Cal
 @pytest.fixture
 def store_factory(
     kcore_plugins: list[str], kcore_settings_factory: Callable[[], Settings]
-) -> Callable[[], Awaitable[Any]]:
-    """An async callable returning a new, empty store on each call.
+) -> Callable[..., Awaitable[Any]]:
+    """An async callable ``make(settings=None)`` returning a store on each call.
+
+    Without ``settings`` the store is new and empty (a fresh data directory); with them
+    (made by ``kcore_settings_factory``) it is the store of those settings, so that a test
+    can close one store and open it again, as a restarted daemon does (the suite's
+    ``durable`` checks).
 
     The default builds the store of the plugin named with ``--kcore-plugin``, through the
     same plugin host the daemon uses. Override this fixture to test a store directly::
 
         @pytest.fixture
-        def store_factory():
-            async def make():
-                return MyStore()
+        def store_factory(kcore_settings_factory):
+            async def make(settings=None):
+                settings = settings or kcore_settings_factory()
+                return MyStore(settings.data_dir / "db")
             return make
+
+    (A ``make()`` without parameters works too; the store then lacks the reopen checks.)
     """
     if not kcore_plugins:
         pytest.fail(
@@ -98,8 +106,8 @@ def store_factory(
 
     host = PluginHost(kcore_plugins)
 
-    async def make() -> Any:
-        return await host.store(kcore_settings_factory())
+    async def make(settings: Settings | None = None) -> Any:
+        return await host.store(settings if settings is not None else kcore_settings_factory())
 
     return make
 

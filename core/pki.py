@@ -3,6 +3,6 @@ server issues its own serving certificate, and making a CA (tests, conformance s
 
 from __future__ import annotations
 
-from kcore.apiserver.pki import create_ca, issue_certificate
+from kcore.apiserver.pki import atomic_write, create_ca, issue_certificate
 
-__all__ = ["create_ca", "issue_certificate"]
+__all__ = ["atomic_write", "create_ca", "issue_certificate"]

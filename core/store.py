@@ -22,6 +22,15 @@ Semantics every backend must keep (the store conformance suite checks each):
 * ``compact(R)`` forgets history older than R, as etcd does: afterwards ``list`` at a
   revision below R, and ``watch`` after a revision below R - 1 (it would need events
   older than R), raise ``Expired``; reads at R or later and current values are unaffected.
+* A key that is not a ``str`` of valid Unicode text, a value that is not bytes, a
+  negative ``limit`` or ``list`` at a future revision is :class:`~kcore.errors.Invalid`.
+* A write the storage cannot take (a full disk, a lost connection) raises
+  :class:`~kcore.errors.TemporaryError` when it may pass later, and changes nothing: no
+  value, no revision, no watch event.
+* After ``close()`` every call raises :class:`~kcore.errors.PermanentError`; closing again
+  is harmless.
+* A ``durable`` store made again on the same settings (a restarted daemon) has every
+  acknowledged write, its history and compaction, and goes on from the same revision.
 
 All methods are coroutines; a backend keeps blocking work off the event loop.
 """

@@ -29,16 +29,30 @@ the suite runs the same with pytest-asyncio in any mode, or without it.
 from __future__ import annotations
 
 import asyncio
+import errno
+import inspect
+import os
 import random
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from kcore.conformance.asyncsupport import add_finalizer, async_test
-from kcore.errors import AlreadyExists, Conflict, Expired, Invalid, NotFound
+from kcore.errors import (
+    AlreadyExists,
+    Conflict,
+    Expired,
+    Invalid,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+)
+from kcore.settings import Settings
 from kcore.store import Capability, EventType, KeyValue, ListResult, WatchEvent
 
 EVENT_TIMEOUT = 10.0
@@ -50,11 +64,21 @@ KEY_ROOT = "/kcore-conformance/"
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def require(store: Any, *capabilities: Capability) -> None:
-    """Skip the running test unless ``store`` declares every one of ``capabilities``."""
+def require(store: Any, *capabilities: Capability, pinned: Iterable[Capability] = ()) -> None:
+    """Skip the running test unless ``store`` declares every one of ``capabilities``; fail
+    instead for a capability in ``pinned`` (one the test module expects the store to have:
+    see :attr:`StoreConformance.expected_capabilities`)."""
+    pinned = frozenset(pinned)
     for cap in capabilities:
-        if cap not in store.capabilities:
-            pytest.skip(f"store lacks capability {cap.value}")
+        if cap in store.capabilities:
+            continue
+        if cap in pinned:
+            pytest.fail(
+                f"the store no longer declares capability {cap.value}, which this test module"
+                " expects (expected_capabilities): its tests would be skipped unnoticed",
+                pytrace=False,
+            )
+        pytest.skip(f"store lacks capability {cap.value}")
 
 
 def unique_prefix() -> str:
@@ -219,6 +243,63 @@ class Writes:
         return [e for e in self.events if e.revision > revision and e.kv.key.startswith(prefix)]
 
 
+class SmallDisk:
+    """A small tmpfs mounted on ``path`` (created) for a ``with`` block; root only.
+
+    :meth:`fill` takes every free byte with a filler file, :meth:`free` deletes it. The
+    mount is removed when the block ends, also after a failure.
+    """
+
+    def __init__(self, path: Path, size: str = "8m", *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.size = size
+        self.read_only = read_only
+        self._filler = self.path / ".kcore-conformance-filler"
+
+    def __enter__(self) -> SmallDisk:
+        if os.geteuid() != 0:
+            pytest.fail("the disk-fault checks mount a tmpfs: run them as root", pytrace=False)
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                f"size={self.size},mode=0700{',ro' if self.read_only else ''}",
+                "kcore-test-disk",
+                str(self.path),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        done = subprocess.run(["umount", str(self.path)], capture_output=True)
+        if done.returncode != 0:  # a file still open: detach now, freed when closed
+            subprocess.run(["umount", "-l", str(self.path)], check=True, capture_output=True)
+
+    def fill(self) -> None:
+        chunk = b"\0" * (1 << 16)
+        fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while True:
+                try:
+                    os.write(fd, chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    if len(chunk) == 1:
+                        break
+                    chunk = chunk[: len(chunk) // 2]
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+
 # -- the suite ---------------------------------------------------------------------------------
 
 
@@ -228,6 +309,37 @@ class StoreConformance:
     model_settings: ClassVar[dict[str, Any]] = {"max_examples": 25, "stateful_step_count": 30}
     """Hypothesis settings of :meth:`test_behaves_like_the_model`; a subclass may change
     them (fewer examples for a slow store, ``phases`` without shrinking ...)."""
+
+    expected_capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    """Capabilities the test module knows its store has. A test needing one of them fails
+    when the store stops declaring it, instead of turning into a skip nobody reads."""
+
+    long_history_writes: ClassVar[int] = 1500
+    """Writes of :meth:`test_watch_through_history_compacted_under_it_never_skips`: enough
+    that replaying them takes a store more than one batch (store_sqlite reads 1000 at a
+    time); a store with larger batches raises it."""
+
+    def require(self, store: Any, *capabilities: Capability) -> None:
+        require(store, *capabilities, pinned=self.expected_capabilities)
+
+    @pytest.fixture
+    def store_on_small_disk(
+        self, store_factory: Any, kcore_options: dict[str, Any]
+    ) -> Callable[[Path], Awaitable[Any]] | None:
+        """``make(directory)``: an async callable giving a new, empty store whose data
+        directory is ``directory``. The suite runs it on a small disk (:class:`SmallDisk`, a
+        tmpfs; root only), fills the disk and checks that writes fail cleanly and work again
+        once there is room. The default makes it with ``store_factory(settings)``; a store
+        that keeps its data elsewhere (etcd) is found out by a first large write and lacks
+        capability disk_faults, as does one whose factory takes no settings. Override it
+        for a store that keeps its files somewhere else that you can put on the disk."""
+        if not inspect.signature(store_factory).parameters:
+            return None
+
+        async def make(directory: Path) -> Any:
+            return await store_factory(Settings(data_dir=directory, options=dict(kcore_options)))
+
+        return make
 
     # -- create, get, update, delete ---------------------------------------------------------
 
@@ -766,7 +878,7 @@ class StoreConformance:
         """Contract: "``list`` reads a consistent snapshot: every key under a prefix as of one
         revision": keys deleted since are there, keys created later are not, updated keys
         show their value of then."""
-        require(store, Capability.LIST_AT_REVISION)
+        self.require(store, Capability.LIST_AT_REVISION)
         p = await keyspace(store)
         a = await store.create(p + "a", b"a1")
         b = await store.create(p + "b", b"b1")
@@ -784,7 +896,7 @@ class StoreConformance:
     async def test_list_at_revision_paginates_one_snapshot(self, store: Any) -> None:
         """Contract: "``list`` reads a consistent snapshot" that pagination can continue at
         the first page's revision while writes go on."""
-        require(store, Capability.LIST_AT_REVISION)
+        self.require(store, Capability.LIST_AT_REVISION)
         p = await keyspace(store)
         kvs = [await store.create(f"{p}k{i}", b"v1") for i in range(6)]
         first = await store.list(p, limit=2)
@@ -996,9 +1108,9 @@ class StoreConformance:
 
     # -- compaction ------------------------------------------------------------------------------
 
-    async def _history(self, store: Any) -> tuple[str, Writes]:
-        """Five writes under a fresh prefix."""
-        p = await keyspace(store)
+    async def _history(self, store: Any, prefix: str | None = None) -> tuple[str, Writes]:
+        """Five writes under ``prefix`` (default: a fresh prefix of the test)."""
+        p = prefix or await keyspace(store)
         w = Writes(store)
         await w.create(p + "a", b"1")
         await w.create(p + "b", b"1")
@@ -1011,7 +1123,7 @@ class StoreConformance:
     async def test_compact_expires_list_below_it(self, store: Any) -> None:
         """Contract: "``compact(R)`` forgets history older than R ...: afterwards ``list`` at a
         revision below R ... raise[s] ``Expired``"."""
-        require(store, Capability.COMPACTION, Capability.LIST_AT_REVISION)
+        self.require(store, Capability.COMPACTION, Capability.LIST_AT_REVISION)
         p, w = await self._history(store)
         r = w.events[2].revision
         await store.compact(r)
@@ -1022,7 +1134,7 @@ class StoreConformance:
     @async_test
     async def test_compact_keeps_list_at_and_after_it(self, store: Any) -> None:
         """Contract: "``compact(R)`` ...: reads at R or later and current values are unaffected"."""
-        require(store, Capability.COMPACTION, Capability.LIST_AT_REVISION)
+        self.require(store, Capability.COMPACTION, Capability.LIST_AT_REVISION)
         p, w = await self._history(store)
         r = w.events[2].revision
         await store.compact(r)
@@ -1034,7 +1146,7 @@ class StoreConformance:
     @async_test
     async def test_compact_keeps_current_values(self, store: Any) -> None:
         """Contract: "``compact(R)`` ...: reads at R or later and current values are unaffected"."""
-        require(store, Capability.COMPACTION)
+        self.require(store, Capability.COMPACTION)
         p, w = await self._history(store)
         now = await store.current_revision()
         await store.compact(now)
@@ -1047,7 +1159,7 @@ class StoreConformance:
     async def test_compact_expires_watch_from_before_it(self, store: Any) -> None:
         """Contract: "``compact(R)`` ...: afterwards ... ``watch`` after a revision below R - 1 (it
         would need events older than R), raise ``Expired``"."""
-        require(store, Capability.COMPACTION)
+        self.require(store, Capability.COMPACTION)
         p, w = await self._history(store)
         r = w.events[3].revision
         await store.compact(r)
@@ -1058,7 +1170,7 @@ class StoreConformance:
     async def test_watch_from_compacted_revision_minus_one_still_works(self, store: Any) -> None:
         """Contract: "``watch`` after a revision below R - 1 ... raise ``Expired``": after R - 1 it
         still works, starting with the write at R."""
-        require(store, Capability.COMPACTION)
+        self.require(store, Capability.COMPACTION)
         p, w = await self._history(store)
         r = w.events[2].revision
         await store.compact(r)
@@ -1069,7 +1181,7 @@ class StoreConformance:
     @async_test
     async def test_compact_future_revision_raises_invalid(self, store: Any) -> None:
         """``compact``: "Raises ... ``Invalid`` for a future revision"."""
-        require(store, Capability.COMPACTION)
+        self.require(store, Capability.COMPACTION)
         p, w = await self._history(store)
         now = await store.current_revision()
         with pytest.raises(Invalid):
@@ -1081,7 +1193,7 @@ class StoreConformance:
     @async_test
     async def test_compact_below_earlier_compaction_raises_expired(self, store: Any) -> None:
         """``compact``: "Raises ``Expired`` if already compacted past it"."""
-        require(store, Capability.COMPACTION)
+        self.require(store, Capability.COMPACTION)
         _, w = await self._history(store)
         await store.compact(w.events[3].revision)
         with pytest.raises(Expired):
@@ -1124,6 +1236,282 @@ class StoreConformance:
             ) from None
         finally:
             pending.cancel()
+
+    # -- bad calls, closed stores, restarts, faults -----------------------------------------------
+
+    @async_test
+    async def test_keys_and_values_of_the_wrong_type_are_invalid(self, store: Any) -> None:
+        """Keys are ``str`` of valid Unicode text and values opaque ``bytes``: anything
+        else (a lone surrogate in a key, a ``str`` value...) is refused with ``Invalid`` and
+        stores nothing."""
+        p = await keyspace(store)
+        kv = await store.create(p + "a", b"1")
+        before = await store.current_revision()
+        for call in (
+            lambda: store.create(p + "b", "text"),
+            lambda: store.create(p + "b", 7),
+            lambda: store.create(p + "b", None),
+            lambda: store.create(7, b"1"),
+            lambda: store.create(p + "\ud800", b"1"),
+            lambda: store.update(p + "a", "text"),
+            lambda: store.update(p + "a", 7),
+        ):
+            with pytest.raises(Invalid):
+                await call()
+        assert await store.current_revision() == before, "a refused write changed the revision"
+        assert kv_view(await store.get(p + "a")) == kv_view(kv)
+        with pytest.raises(NotFound):
+            await store.get(p + "b")
+
+    @async_test
+    async def test_list_at_a_future_revision_is_invalid(self, store: Any) -> None:
+        """``list(revision=N)`` for an N past the current revision is refused with
+        ``Invalid`` (etcd's "required revision is a future revision"): that snapshot does not
+        exist yet."""
+        self.require(store, Capability.LIST_AT_REVISION)
+        p = await keyspace(store)
+        await store.create(p + "a", b"")
+        now = await store.current_revision()
+        with pytest.raises(Invalid):
+            await store.list(p, revision=now + 1000)
+
+    @async_test
+    async def test_negative_limit_is_invalid(self, store: Any) -> None:
+        """``list`` with a negative ``limit`` is refused with ``Invalid`` (etcd's "limit must
+        not be negative"), not read as "all but the last"."""
+        p = await keyspace(store)
+        for name in "abc":
+            await store.create(p + name, b"")
+        with pytest.raises(Invalid):
+            await store.list(p, limit=-1)
+
+    @async_test
+    async def test_calls_after_close_raise_permanent_error(self, store_factory: Any) -> None:
+        """A closed store keeps no promise: every call raises ``PermanentError`` at once
+        (none hangs waiting for a connection that is gone), and closing again is harmless."""
+        store = await store_factory()
+        p = unique_prefix()
+        try:
+            kv = await store.create(p + "a", b"1")
+        finally:
+            await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+        calls = {
+            "create": lambda: store.create(p + "b", b""),
+            "get": lambda: store.get(p + "a"),
+            "list": lambda: store.list(p),
+            "update": lambda: store.update(p + "a", b"2"),
+            "delete": lambda: store.delete(p + "a", expected_revision=kv.revision),
+            "current_revision": lambda: store.current_revision(),
+            "compact": lambda: store.compact(kv.revision),
+        }
+        for name, call in calls.items():
+            try:
+                await asyncio.wait_for(call(), EVENT_TIMEOUT)
+            except PermanentError:
+                continue
+            except TimeoutError:
+                raise AssertionError(f"{name}() after close() hung") from None
+            raise AssertionError(f"{name}() after close() did not raise PermanentError")
+        await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+
+    @async_test
+    async def test_a_reopened_store_is_the_same_store(
+        self, store_factory: Any, kcore_settings_factory: Any
+    ) -> None:
+        """``durable``: a store made again on the same settings (data directory and options,
+        as a restarted daemon does) has every acknowledged write: the values, revisions,
+        history, compaction and the revision counter go on where they were.
+
+        Needs ``store_factory(settings)``: the factory of ``--kcore-plugin`` takes them; an
+        overriding factory that takes none lacks capability reopen."""
+        if not inspect.signature(store_factory).parameters:
+            pytest.skip("store lacks capability reopen: its store_factory() takes no settings")
+        settings = kcore_settings_factory()
+        store = await store_factory(settings)
+        try:
+            self.require(store, Capability.DURABLE)
+            p = unique_prefix()
+            p, w = await self._history(store, p)
+            compacted = Capability.COMPACTION in store.capabilities
+            if compacted:
+                await store.compact(w.events[2].revision)
+            revision = await store.current_revision()
+        finally:
+            await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+
+        again = await store_factory(settings)
+        try:
+            assert await again.current_revision() == revision, "the revision after reopening"
+            assert kv_view(await again.get(p + "a")) == kv_view(w.latest[p + "a"])
+            with pytest.raises(NotFound):
+                await again.get(p + "b")
+            assert_items(await list_all(again, p), list(w.latest.values()), "list after reopening")
+            if Capability.LIST_AT_REVISION in again.capabilities:
+                at = w.events[3].revision
+                assert_items(
+                    await list_all(again, p, revision=at), [w.events[2].kv], f"list at {at}"
+                )
+            if compacted:
+                if Capability.LIST_AT_REVISION in again.capabilities:
+                    with pytest.raises(Expired):
+                        await again.list(p, revision=w.events[1].revision)
+                await assert_watch_expired(again, p, w.events[0].revision)
+                with pytest.raises(Expired):
+                    await again.compact(w.events[1].revision)
+            watch = open_watch(again, p, w.events[2].revision - 1)
+            sentinel = await again.create(p + "~sentinel", b"")
+            assert sentinel.revision > revision, "a write after reopening reused a revision"
+            assert_events(await read_until(watch, p + "~sentinel"), w.events[2:], "watch")
+            await delete_prefix(again, p)
+        finally:
+            await asyncio.wait_for(again.close(), EVENT_TIMEOUT)
+
+    @async_test(timeout=120)
+    async def test_watch_through_history_compacted_under_it_never_skips(self, store: Any) -> None:
+        """A watch replaying a long history while that history is compacted away either
+        delivers every event or stops with ``Expired``: it never skips events silently (the
+        contract: "each exactly once", "``Expired`` ... when a watcher falls so far behind
+        that its backlog is dropped")."""
+        self.require(store, Capability.COMPACTION)
+        p = await keyspace(store)
+        start = await store.current_revision()
+        w = Writes(store)
+        keys = [f"{p}{i:04}" for i in range(self.long_history_writes // 5)]
+        await asyncio.gather(*(w.create(k, b"0") for k in keys))
+        for round_ in range(1, 5):
+            await asyncio.gather(*(w.update(k, str(round_).encode()) for k in keys))
+        expected = sorted(w.events, key=lambda e: e.revision)
+        watch = open_watch(store, p, start)
+        got = [await next_event(watch)]
+        await store.compact(await store.current_revision())
+        ended_expired = False
+        while len(got) < len(expected):
+            try:
+                got.append(await next_event(watch))
+            except Expired:
+                ended_expired = True
+                break
+        assert_events(got, expected[: len(got)], "watch through a compaction")
+        assert ended_expired or len(got) == len(expected)
+
+    @async_test
+    async def test_a_full_disk_fails_writes_cleanly_and_they_work_again_after(
+        self, store_on_small_disk: Any, tmp_path: Path
+    ) -> None:
+        """A write the storage cannot take (the disk is full) raises ``TemporaryError`` (it
+        may pass later) and changes nothing: no value, no revision, no watch event. Writes
+        queued together with it are each applied or refused as a whole. Once there is room
+        again, writes work and the revisions go on without a gap."""
+        if store_on_small_disk is None:
+            pytest.skip("store lacks capability disk_faults: its store_factory takes no settings")
+        with SmallDisk(tmp_path / "small-disk") as disk:
+            store = await store_on_small_disk(disk.path)
+            try:
+                await self._check_full_disk(store, disk)
+            finally:
+                await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+
+    @async_test
+    async def test_a_store_on_a_read_only_disk_fails_clearly(
+        self, store_on_small_disk: Any, tmp_path: Path
+    ) -> None:
+        """A store that cannot write its data directory (read-only) refuses to start, or
+        fails every call with ``PermanentError`` or ``TemporaryError``: none hangs, nothing
+        pretends to work, and ``close()`` still returns."""
+        if store_on_small_disk is None:
+            pytest.skip("store lacks capability disk_faults: its store_factory takes no settings")
+        errors = (PermanentError, TemporaryError)
+        with SmallDisk(tmp_path / "read-only-disk", "1m", read_only=True) as disk:
+            try:
+                store = await asyncio.wait_for(store_on_small_disk(disk.path), EVENT_TIMEOUT)
+            except errors:
+                return  # refused to start: clear enough
+            try:
+                p = unique_prefix()
+                try:
+                    await asyncio.wait_for(store.create(p + "a", b"1"), EVENT_TIMEOUT)
+                except errors:
+                    pass
+                else:
+                    await store.delete(p + "a")
+                    pytest.skip(
+                        "store lacks capability disk_faults: it wrote with its data directory"
+                        " read-only (the data is kept elsewhere)"
+                    )
+                for name, call in (
+                    ("get", lambda: store.get(p + "a")),
+                    ("list", lambda: store.list(p)),
+                    ("update", lambda: store.update(p + "a", b"2")),
+                    ("current_revision", lambda: store.current_revision()),
+                ):
+                    try:
+                        await asyncio.wait_for(call(), EVENT_TIMEOUT)
+                    except errors:
+                        continue
+                    except TimeoutError:
+                        raise AssertionError(
+                            f"{name}() on a store that cannot start hung"
+                        ) from None
+                    raise AssertionError(f"{name}() answered on a store that could not write")
+            finally:
+                await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+
+    async def _check_full_disk(self, store: Any, disk: SmallDisk) -> None:
+        p = unique_prefix()
+        big = random.Random(7).randbytes(1 << 20)  # no compression makes this small
+        free = os.statvfs(disk.path).f_bfree
+        await store.create(p + "probe", big)
+        await store.delete(p + "probe")
+        used = (free - os.statvfs(disk.path).f_bfree) * os.statvfs(disk.path).f_frsize
+        if used < len(big) // 2:
+            pytest.skip(
+                "store lacks capability disk_faults: a 1 MiB write took no room in its data"
+                " directory (the data is kept elsewhere)"
+            )
+        w = Writes(store)
+        a = await w.create(p + "a", b"1")
+        base = await store.current_revision()
+        watch = open_watch(store, p, base)
+        disk.fill()
+        try:
+            for name, call in (
+                ("create", lambda: store.create(p + "big", big)),
+                ("update", lambda: store.update(p + "a", big, expected_revision=a.revision)),
+            ):
+                with pytest.raises(TemporaryError):
+                    await call()
+                assert await store.current_revision() == base, f"a failed {name} took a revision"
+            # Several writes at once, one of them too big: each is applied or not as a whole.
+            results = await asyncio.gather(
+                store.create(p + "c", b"small"),
+                store.create(p + "d", big),
+                store.create(p + "e", b"small"),
+                return_exceptions=True,
+            )
+            assert isinstance(results[1], TemporaryError), results[1]
+            for name, result in zip("ce", (results[0], results[2]), strict=True):
+                if isinstance(result, BaseException):
+                    assert isinstance(result, TemporaryError), result
+                    with pytest.raises(NotFound):
+                        await store.get(p + name)
+                else:
+                    w.events.append(WatchEvent(EventType.ADDED, result, None))
+                    w.latest[result.key] = result
+                    assert kv_view(await store.get(p + name)) == kv_view(result)
+            assert kv_view(await store.get(p + "a")) == kv_view(a)
+            for name in ("big", "d"):
+                with pytest.raises(NotFound):
+                    await store.get(p + name)
+        finally:
+            disk.free()
+        last = await store.current_revision()
+        assert last == base + len(w.events) - 1, "revisions taken by writes that failed"
+        big_kv = await w.create(p + "big", big)
+        assert big_kv.revision == last + 1, "the revision after the disk had room again"
+        await w.update(p + "a", b"2", expected_revision=a.revision)
+        assert bytes((await store.get(p + "big")).value) == big
+        await store.create(p + "~sentinel", b"")
+        assert_events(await read_until(watch, p + "~sentinel"), w.after(base), "watch")
 
     # -- the model ---------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@ machine.
 
 ``--etcd-endpoints`` names the cluster's members (calls fail over between them);
 ``--etcd-cacert/--etcd-cert/--etcd-key`` give TLS with a client certificate. Keys live
-under ``--etcd-prefix`` (default ``/kcore``); a prefix ending in ``*`` gets a random suffix
-for each store instance, so every store starts on a fresh, empty keyspace: use it for
+under ``--etcd-prefix`` (default ``/kcore``); a prefix ending in ``*`` gets a random suffix,
+chosen once per data directory (recorded in it), so every new data directory starts on a
+fresh, empty keyspace and a restart finds its own again: use it for
 conformance runs and tests on a shared etcd, e.g.
 ``kcore conformance --plugin store_etcd --etcd-prefix='/kcore-test-*'``.
 ``--etcd-compaction-interval`` seconds of history are kept (default 300, as
@@ -12,6 +13,8 @@ kube-apiserver; 0 leaves compaction to someone else). ``backend.py`` explains th
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -34,12 +37,37 @@ def kcore_store(settings: Settings):
         raise Invalid(f"--etcd-compaction-interval: {interval!r} is not a number") from None
     return EtcdStore(
         settings.option("etcd_endpoints", DEFAULT_ENDPOINT),
-        prefix=settings.option("etcd_prefix", DEFAULT_PREFIX),
+        prefix=_prefix_of(settings, settings.option("etcd_prefix", DEFAULT_PREFIX)),
         cacert=settings.option("etcd_cacert"),
         cert=settings.option("etcd_cert"),
         key=settings.option("etcd_key"),
         compaction_interval=interval,
     )
+
+
+PREFIX_FILE = "store_etcd.prefix"
+"""In the data directory: the keyspace a ``*`` prefix template was given there."""
+
+
+def _prefix_of(settings: Settings, prefix: str) -> str:
+    """``prefix``; for a template (ending in ``*``) the keyspace chosen for this data
+    directory the first time, so that a daemon restarted on it finds its objects again."""
+    if not isinstance(prefix, str) or not prefix.endswith("*"):
+        return prefix
+    from kcore.pki import atomic_write
+    from kcore.plugins.store_etcd.backend import resolve_prefix
+
+    record = Path(settings.data_dir) / PREFIX_FILE
+    try:
+        template, _, chosen = record.read_text().partition("\n")
+    except FileNotFoundError:
+        template = chosen = ""
+    if template == prefix and chosen.strip():
+        return chosen.strip()
+    chosen = resolve_prefix(prefix)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(record, f"{prefix}\n{chosen}\n".encode(), 0o600)
+    return chosen
 
 
 @hookimpl
@@ -74,7 +102,7 @@ def kcore_add_options():
             ["--etcd-prefix"],
             envvar="KCORE_ETCD_PREFIX",
             help="store_etcd: etcd key prefix (default /kcore); a trailing * becomes a random "
-            "suffix per store instance: a fresh keyspace for tests.",
+            "suffix, chosen once per data directory: a fresh keyspace for tests.",
         ),
         click.Option(
             ["--etcd-compaction-interval"],

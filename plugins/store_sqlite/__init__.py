@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from kcore import Settings, hookimpl
+from kcore import PermanentError, Settings, hookimpl
 
 
 @hookimpl
@@ -22,7 +22,12 @@ def kcore_store(settings: Settings):
     if path is None:
         path = Path(settings.data_dir) / "store" / "kcore.db"
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PermanentError(
+                f"store_sqlite: cannot make the directory of {path}: {exc.strerror}"
+            ) from exc
     return SqliteStore(path, synchronous=settings.option("sqlite_synchronous", "FULL"))
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import ClassVar
 
-from kcore.errors import AlreadyExists, Conflict, Expired, Invalid, NotFound
+from kcore.errors import AlreadyExists, Conflict, Expired, Invalid, NotFound, PermanentError
 from kcore.store import Capability, EventType, KeyValue, ListResult, WatchEvent
 
 
@@ -46,7 +46,12 @@ class MemoryStore:
         for queue in self._watchers:
             queue.put_nowait(event)
 
+    def _open(self) -> None:
+        if self._closed:
+            raise PermanentError(f"{self.name}: closed")
+
     def _check(self, key: str, expected_revision: int | None) -> KeyValue:
+        self._open()
         current = self._current.get(key)
         if current is None:
             raise NotFound(key)
@@ -55,6 +60,8 @@ class MemoryStore:
         return current
 
     async def create(self, key: str, value: bytes) -> KeyValue:
+        self._open()
+        _check_types(key, value)
         if key in self._current:
             raise AlreadyExists(key)
         rev = self._revision + 1
@@ -65,6 +72,7 @@ class MemoryStore:
     async def update(
         self, key: str, value: bytes, *, expected_revision: int | None = None
     ) -> KeyValue:
+        _check_types(key, value)
         prev = self._check(key, expected_revision)
         kv = KeyValue(key, bytes(value), self._revision + 1, prev.create_revision)
         self._commit(EventType.MODIFIED, kv, prev)
@@ -79,6 +87,7 @@ class MemoryStore:
     # -- reads -------------------------------------------------------------------------------
 
     async def get(self, key: str) -> KeyValue:
+        self._open()
         try:
             return self._current[key]
         except KeyError:
@@ -103,7 +112,12 @@ class MemoryStore:
         limit: int | None = None,
         start_after: str | None = None,
     ) -> ListResult:
-        if revision is None or revision >= self._revision:
+        self._open()
+        if limit is not None and limit < 0:
+            raise Invalid(f"negative limit {limit}")
+        if revision is not None and revision > self._revision:
+            raise Invalid(f"future revision {revision}")
+        if revision is None or revision == self._revision:
             at, state = self._revision, self._current
         else:
             if revision < self._compacted:
@@ -120,6 +134,7 @@ class MemoryStore:
         return ListResult(items, at, more)
 
     async def current_revision(self) -> int:
+        self._open()
         return self._revision
 
     # -- watch -------------------------------------------------------------------------------
@@ -154,6 +169,7 @@ class MemoryStore:
     # -- maintenance -------------------------------------------------------------------------
 
     async def compact(self, revision: int) -> None:
+        self._open()
         if revision > self._revision:
             raise Invalid(f"cannot compact at {revision}: the store is at {self._revision}")
         if revision < self._compacted:
@@ -164,6 +180,15 @@ class MemoryStore:
         self._closed = True
         for queue in self._watchers:
             queue.put_nowait(None)
+
+
+def _check_types(key: object, value: object) -> None:
+    if not isinstance(key, str) or not isinstance(value, bytes | bytearray | memoryview):
+        raise Invalid("keys are str, values bytes")
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise Invalid("keys are Unicode text") from None
 
 
 class BareStore(MemoryStore):
@@ -301,6 +326,13 @@ class CloseLeavesWatchesOpenStore(MemoryStore):
         self._closed = True
 
 
+class AnswersAfterCloseStore(MemoryStore):
+    """Goes on answering after ``close``, as if it were still open."""
+
+    def _open(self) -> None:
+        pass
+
+
 class HangingGetStore(MemoryStore):
     """``get`` never returns. Records every instance that was closed, so a test can see
     that the suite closes a store even after a test timed out."""
@@ -347,6 +379,7 @@ BROKEN_STORES = {
         FailedWriteBumpsRevisionStore,
         StaleDeleteRevisionStore,
         CloseLeavesWatchesOpenStore,
+        AnswersAfterCloseStore,
     )
 }
 """Every broken store, by class name (except :class:`HangingGetStore`, which hangs the

@@ -302,7 +302,7 @@ def test_prefix_star_only_at_the_end():
 # -- the plugin ----------------------------------------------------------------------------------
 
 
-async def test_plugin_builds_the_store_from_its_options(etcd_server):
+async def test_plugin_builds_the_store_from_its_options(etcd_server, tmp_path):
     host = PluginHost(["store_etcd"])
     options = {opt.name: opt for opt in host.options()}
     assert {
@@ -315,13 +315,12 @@ async def test_plugin_builds_the_store_from_its_options(etcd_server):
     } <= set(options)
     assert options["etcd_endpoints"].envvar == "KCORE_ETCD_ENDPOINTS"
     # As ``kcore conformance`` passes them on: strings.
-    settings = Settings(
-        options={
-            "etcd_endpoints": etcd_server.endpoints,
-            "etcd_prefix": "/kcore-plugin-*",
-            "etcd_compaction_interval": "0",
-        }
-    )
+    options = {
+        "etcd_endpoints": etcd_server.endpoints,
+        "etcd_prefix": "/kcore-plugin-*",
+        "etcd_compaction_interval": "0",
+    }
+    settings = Settings(data_dir=tmp_path / "a", options=options)
     store = await host.store(settings)
     try:
         assert isinstance(store, EtcdStore)
@@ -330,6 +329,16 @@ async def test_plugin_builds_the_store_from_its_options(etcd_server):
         assert await store.get("/a") == kv
     finally:
         await store.close()
+    # The template's keyspace is chosen once per data directory: a restart finds it again,
+    # another data directory gets its own.
+    again = await host.store(settings)
+    other = await host.store(Settings(data_dir=tmp_path / "b", options=options))
+    try:
+        assert again.prefix == store.prefix and await again.get("/a") == kv
+        assert other.prefix.startswith("/kcore-plugin-") and other.prefix != store.prefix
+    finally:
+        await again.close()
+        await other.close()
     defaults = await host.store(Settings())
     assert str(defaults.endpoints[0]) == "http://127.0.0.1:2379"
     assert (defaults.prefix, defaults.compaction_interval) == ("/kcore", 300.0)

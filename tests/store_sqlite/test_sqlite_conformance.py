@@ -3,26 +3,28 @@ daemon's default) and in memory."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from kcore.conformance.suites.store import StoreConformance
 from kcore.plugins.store_sqlite.backend import SqliteStore
+from kcore.store import Capability
 
 
 class TestSqliteStoreOnFile(StoreConformance):
-    @pytest.fixture
-    def store_factory(self, tmp_path):
-        counter = itertools.count()
+    expected_capabilities = frozenset(Capability)
 
-        async def make():
-            return SqliteStore(tmp_path / f"store{next(counter)}.db")
+    @pytest.fixture
+    def store_factory(self, kcore_settings_factory):
+        async def make(settings=None):
+            settings = settings or kcore_settings_factory()
+            return SqliteStore(settings.data_dir / "store.db")
 
         return make
 
 
 class TestSqliteStoreInMemory(StoreConformance):
+    expected_capabilities = frozenset({Capability.LIST_AT_REVISION, Capability.COMPACTION})
+
     @pytest.fixture
     def store_factory(self):
         async def make():

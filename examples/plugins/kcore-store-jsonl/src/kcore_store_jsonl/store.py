@@ -40,6 +40,7 @@ from kcore import (
     ListResult,
     NotFound,
     PermanentError,
+    TemporaryError,
     WatchEvent,
 )
 
@@ -74,7 +75,10 @@ class JsonlStore:
     @classmethod
     async def open(cls, path: Path | str, *, fsync: bool = True) -> JsonlStore:
         store = cls(Path(path), fsync=fsync)
-        await asyncio.to_thread(store._load)
+        try:
+            await asyncio.to_thread(store._load)
+        except OSError as exc:
+            raise PermanentError(f"{store.path}: cannot open the store: {exc.strerror}") from exc
         return store
 
     # -- reads -----------------------------------------------------------------------------------
@@ -87,6 +91,7 @@ class JsonlStore:
             raise NotFound(key) from None
 
     async def current_revision(self) -> int:
+        self._check_open()
         return self._revision
 
     async def list(
@@ -98,7 +103,11 @@ class JsonlStore:
         start_after: str | None = None,
     ) -> ListResult:
         self._check_open()
-        if revision is None or revision >= self._revision:
+        if limit is not None and limit < 0:
+            raise Invalid(f"limit must not be negative, got {limit}")
+        if revision is not None and revision > self._revision:
+            raise Invalid(f"revision {revision} is in the future: the store is at {self._revision}")
+        if revision is None or revision == self._revision:
             at, state = self._revision, self._current
         elif revision < self._compacted:
             raise Expired(f"revision {revision} is compacted (compacted at {self._compacted})")
@@ -121,21 +130,23 @@ class JsonlStore:
     # -- writes ----------------------------------------------------------------------------------
 
     async def create(self, key: str, value: bytes) -> KeyValue:
+        key, value = _check_key(key), _check_value(value)
         async with self._lock:
             self._check_open()
             if key in self._current:
                 raise AlreadyExists(key)
             rev = self._revision + 1
-            kv = KeyValue(key, bytes(value), rev, rev)
+            kv = KeyValue(key, value, rev, rev)
             await self._write(WatchEvent(EventType.ADDED, kv, None))
             return kv
 
     async def update(
         self, key: str, value: bytes, *, expected_revision: int | None = None
     ) -> KeyValue:
+        value = _check_value(value)
         async with self._lock:
             prev = self._existing(key, expected_revision)
-            kv = KeyValue(key, bytes(value), self._revision + 1, prev.create_revision)
+            kv = KeyValue(key, value, self._revision + 1, prev.create_revision)
             await self._write(WatchEvent(EventType.MODIFIED, kv, prev))
             return kv
 
@@ -247,7 +258,7 @@ class JsonlStore:
             good = end + 1
         if good < len(data):
             os.truncate(self.path, good)
-        self._file = self.path.open("ab")
+        self._file = self.path.open("ab", buffering=0)
 
     def _replay(self, record: dict[str, Any]) -> None:
         if "compacted" in record:
@@ -270,10 +281,19 @@ class JsonlStore:
         self._revision = max(self._revision, rev)
 
     def _append(self, line: bytes) -> None:
-        self._file.write(line)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+        """Append ``line`` whole, or leave the file as it was and raise ``TemporaryError``
+        (a full disk, say: the write may pass later)."""
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            raise TemporaryError(f"{self.path}: cannot append: {exc.strerror}") from exc
 
     def _rewrite(self, compacted: int, base: dict[str, KeyValue], log: list[WatchEvent]) -> None:
         tmp = self.path.with_name(self.path.name + ".compacting")
@@ -295,7 +315,7 @@ class JsonlStore:
                 os.fsync(directory)
             finally:
                 os.close(directory)
-        self._file = self.path.open("ab")
+        self._file = self.path.open("ab", buffering=0)
 
 
 def _record(event: WatchEvent) -> bytes:
@@ -306,6 +326,22 @@ def _record(event: WatchEvent) -> bytes:
         value = base64.b64encode(kv.value).decode()
         record = {"r": kv.revision, "k": kv.key, "v": value, "c": kv.create_revision}
     return json.dumps(record).encode() + b"\n"
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise Invalid(f"a key must be a str, not {type(key).__name__}")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise Invalid(f"key {key!r} is not valid Unicode text: {exc.reason}") from None
+    return key
+
+
+def _check_value(value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise Invalid(f"a value must be bytes, not {type(value).__name__}")
+    return bytes(value)
 
 
 def _apply(state: dict[str, KeyValue], event: WatchEvent) -> None:
