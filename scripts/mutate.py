@@ -77,6 +77,13 @@ TARGETS: dict[str, dict] = {
             "Database.replay: 1 -> 2 #2": "only the text of the Expired message",
             "Database.replay: >= -> > in `after >= upto`": "at after == upto the query asks"
             " for after < revision <= upto: no rows, the same empty answer",
+            "SqliteStore._register: 1 -> 2 #2": "only the text of the Expired message",
+            "SqliteStore._watch: True -> False #2": "the watcher leaves the list right after"
+            " in the same finally, so nothing reads done again",
+            "SqliteStore._watch: and -> or in `event is not _WAKE and (not watcher.done)`": "end() runs on the watcher's loop, sets done, empties the queue and then puts only"
+            " _WAKE: a dequeued event never meets done=True and _WAKE never done=False",
+            "SqliteStore._run: < -> <= in `len(batch) < MAX_BATCH`": "a batch of 513 instead"
+            " of 512 operations: throughput only",
             "Database.rollback: negate condition `self.conn.in_transaction`": "the storage"
             " errors that reach it (SQLITE_FULL, IOERR, BUSY) end the transaction inside"
             " SQLite (measured: in_transaction is False after a 48 MiB insert on an 8 MiB"
@@ -124,6 +131,13 @@ TARGETS: dict[str, dict] = {
             "LinuxRuntime._container_status: or -> and in `state.get('created_at') or"
             " meta.get('created_at', 0)`": "both timestamps are taken during"
             " create_container; state's is never 0",
+            "_process_start: drop `os.waitpid(pid, os.WNOHANG)`": "the pids it is given are pod monitors, children of the zygote and never of the runtime's own process, so this waitpid always raises ChildProcessError",
+            "_Sandbox.close: drop `self.dirfd = None`": "no caller uses a _Sandbox after close(): remove_pod_sandbox drops it right after, and the runtime's close() is the end of the runtime object",
+            "LinuxRuntime._sandbox_status: 0 -> 1": "the default of created_at: run_pod_sandbox sets created_at in the record before the record is stored or written, so the default is never used",
+            "LinuxRuntime._container_index: != -> == in `cached[0] != stamp`": "container.json is written once, at creation, under a random id never reused, so a cached entry's mtime never changes; with == every listing rereads the same unchanged file",
+            "LinuxRuntime._container_index: 0 -> 1": "compares the cached meta (a dict) with the mtime (an int), always unequal: every listing rereads container.json, which never changes; same result, only slower",
+            "LinuxRuntime._container_status: 0 -> 1": "the default of meta's created_at: create_container writes created_at into every container.json, so the default is never used",
+            "LinuxRuntime._container_status: 0 -> 1 #5": "the default of a RUNNING container's pid: the monitor's state.json always carries pid (monitor.Container.record), so the default is never used",
         },
     },
     "ipam": {

@@ -22,11 +22,15 @@ empty data directory when called without settings, and on the given settings oth
 first).
 
 The groups follow critest's: runtime info, sandboxes, containers, exec, logs, images,
-several containers in one sandbox, isolation, mounts, OOM, stats, events and restart.
-Every check that needs a capability the runtime does not declare in ``capabilities`` is
-skipped with the reason ``runtime lacks capability <name>``. Each test removes the
-sandboxes it ran (and so their containers) and undoes its host mounts, also when it
-fails; every wait is bounded and says, when it runs out, what it saw last.
+several containers in one sandbox, isolation, mounts, OOM, stats, events and restart, and
+crashes. Every check that needs a capability the runtime does not declare in
+``capabilities`` is skipped with the reason ``runtime lacks capability <name>``. Each test
+removes the sandboxes it ran (and so their containers) and undoes its host mounts, also
+when it fails; every wait is bounded and says, when it runs out, what it saw last.
+
+A runtime's test module may also provide fault injection by overriding the
+``crash_sandbox`` fixture (see :meth:`RuntimeConformance.crash_sandbox`); without it the
+crash checks skip with ``runtime lacks capability crash injection``.
 
 The containers run a busybox image that the suite builds once per session from the host's
 static ``/bin/busybox`` (:mod:`kcore.conformance.testimages`) and imports into each runtime
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import re
 import shutil
@@ -60,6 +65,7 @@ from kcore.interfaces import (
     CONTAINER_RUNNING,
     CONTAINER_STARTED_EVENT,
     CONTAINER_STOPPED_EVENT,
+    CONTAINER_UNKNOWN,
     RUNTIME_CAPABILITIES,
     SANDBOX_NOTREADY,
     SANDBOX_READY,
@@ -462,6 +468,12 @@ class RuntimeConformance:
         assert status["labels"] == labels, "labels came back changed"
         assert status["annotations"] == annotations, "annotations came back changed"
         assert_ns_timestamp(status["created_at"], "created_at", before, after)
+        # CRI's LinuxPodSandboxStatus, optional in kcore's contract: right when reported.
+        options = ((status.get("linux") or {}).get("namespaces") or {}).get("options")
+        if options is not None:
+            asked = config["linux"]["security_context"]["namespace_options"]
+            reported = {key: options.get(key) for key in asked}
+            assert reported == asked, f"linux.namespaces.options {reported}, asked for {asked}"
 
     @runtime_test
     async def test_list_sandboxes_filters_by_id_state_and_labels(
@@ -566,6 +578,60 @@ class RuntimeConformance:
         await rt.remove_pod_sandbox(unknown_id())
 
     @runtime_test
+    async def test_sandboxes_come_and_go_without_leaking_descriptors(
+        self, backend: Any, runtime_env: SuiteEnv
+    ) -> None:
+        """Running and removing sandboxes (with a container each) leaves no file
+        descriptor behind in the process hosting the runtime: a node runs pods for months.
+        The first round may open what the runtime keeps for good."""
+        h = Harness(backend, runtime_env)
+        rounds = 6
+
+        async def open_descriptors() -> int:
+            await asyncio.sleep(0.2)  # let closed connections finish closing
+            return len(os.listdir("/proc/self/fd"))
+
+        async def round_trip() -> None:
+            sandbox = await h.sandbox()
+            await h.container(sandbox, "c", SLEEP_FOREVER, start=False)
+            await backend.runtime.stop_pod_sandbox(sandbox[0])
+            await backend.runtime.remove_pod_sandbox(sandbox[0])
+
+        await round_trip()
+        before = await open_descriptors()
+        for _ in range(rounds):
+            await round_trip()
+        grown = await open_descriptors() - before
+        assert grown < rounds // 2, (
+            f"{grown} more open file descriptors after {rounds} sandboxes came and went"
+        )
+
+    @runtime_test
+    async def test_sandbox_names_its_network_namespace(
+        self, backend: Any, runtime_env: SuiteEnv
+    ) -> None:
+        """kcore's ``netns_path``, where the network slot wires the pod: a READY sandbox with
+        a network of its own names a network namespace that is not the host's; one on the
+        host network (``NODE``) names none."""
+        require(backend, "isolation")
+        h = Harness(backend, runtime_env)
+        sandbox_id, _ = await h.sandbox()
+        path = (await backend.runtime.pod_sandbox_status(sandbox_id)).get("netns_path")
+        assert path, "a READY sandbox with a network of its own names no network namespace"
+        own, host = os.stat(path), os.stat("/proc/self/ns/net")
+        assert (own.st_dev, own.st_ino) != (host.st_dev, host.st_ino), (
+            f"netns_path {path} is the host's network namespace"
+        )
+        config = h.sandbox_config()
+        config["linux"]["security_context"]["namespace_options"]["network"] = "NODE"
+        on_host, _ = await h.sandbox(config)
+        status = await backend.runtime.pod_sandbox_status(on_host)
+        assert status["state"] == SANDBOX_READY, f"state {status['state']} on the host network"
+        assert status.get("netns_path") is None, (
+            f"a sandbox on the host network names {status['netns_path']!r}"
+        )
+
+    @runtime_test
     async def test_sandbox_status_of_unknown_id_raises_not_found(self, backend: Any) -> None:
         """ "Unknown ids in status ... raise NotFound"."""
         with pytest.raises(NotFound):
@@ -607,6 +673,8 @@ class RuntimeConformance:
         assert status["exit_code"] == 0, f"exit_code is {status['exit_code']} before start"
         assert status["image_id"] == image["id"], "image_id is not the image's id"
         assert status["image_ref"], "image_ref is empty"
+        assert status["image"].get("image") == BUSYBOX, f"image is {status['image']!r}"
+        assert not status.get("pid"), f"a container that never ran reports pid {status['pid']}"
 
     @runtime_test
     async def test_start_container_runs_it(self, backend: Any, runtime_env: SuiteEnv) -> None:
@@ -643,6 +711,9 @@ class RuntimeConformance:
         now = time.time_ns()
         finished_since = now - int(WAIT_TIMEOUT * 10**9)
         assert_ns_timestamp(status["finished_at"], "finished_at", finished_since, now)
+        assert not status.get("pid"), (
+            f"an exited container reports pid {status['pid']} (by now maybe another's)"
+        )
 
     @runtime_test
     async def test_container_exit_zero_is_completed(
@@ -745,6 +816,38 @@ class RuntimeConformance:
             assert item["labels"] == {"run": run, "name": "c"}, "a listed container's labels"
 
     @runtime_test
+    async def test_list_containers_while_containers_are_created(
+        self, backend: Any, runtime_env: SuiteEnv
+    ) -> None:
+        """kubelet relists (PLEG) while its pod workers create containers: listing during
+        ``create_container`` calls works and shows each container in a CRI state; once the
+        calls have returned, each of them is listed, CREATED."""
+        h = Harness(backend, runtime_env)
+        rt = backend.runtime
+        sandbox = await h.sandbox()
+        await h.image()
+        states = {CONTAINER_CREATED, CONTAINER_RUNNING, CONTAINER_EXITED, CONTAINER_UNKNOWN}
+        creating = True
+
+        async def relist() -> None:
+            while creating:
+                for status in await rt.list_containers({"pod_sandbox_id": sandbox[0]}):
+                    assert status["state"] in states, f"listed while creating: {brief(status)}"
+                await asyncio.sleep(0)
+
+        lister = asyncio.create_task(relist())
+        try:
+            created = await asyncio.gather(
+                *(h.container(sandbox, f"c{n}", SLEEP_FOREVER, start=False) for n in range(4))
+            )
+        finally:
+            creating = False
+            await lister
+        listed = await rt.list_containers({"pod_sandbox_id": sandbox[0]})
+        assert ids(listed) == set(created), f"listed {ids(listed)}, created {set(created)}"
+        assert all(s["state"] == CONTAINER_CREATED for s in listed), [brief(s) for s in listed]
+
+    @runtime_test
     async def test_stop_and_remove_container_are_idempotent(
         self, backend: Any, runtime_env: SuiteEnv
     ) -> None:
@@ -786,6 +889,47 @@ class RuntimeConformance:
             await rt.reopen_container_log(unknown_id())
         with pytest.raises(NotFound):
             await rt.update_container_resources(unknown_id(), {"cpu_shares": 512})
+
+    @runtime_test
+    async def test_unknown_container_ids_that_look_like_paths_raise_not_found(
+        self, backend: Any, runtime_env: SuiteEnv
+    ) -> None:
+        """Container ids are names, not paths: an id that reaches a real container only
+        when read as a path (``<id>/../<id>``, ``./<id>``) is unknown: status raises
+        NotFound and remove removes nothing."""
+        h = Harness(backend, runtime_env)
+        rt = backend.runtime
+        sandbox = await h.sandbox()
+        container_id = await h.container(sandbox, "target", SLEEP_FOREVER, start=False)
+        for path_like in (f"{container_id}/../{container_id}", f"./{container_id}"):
+            with pytest.raises(NotFound):
+                await rt.container_status(path_like)
+            await rt.remove_container(path_like)
+        status = await rt.container_status(container_id)
+        assert status["state"] == CONTAINER_CREATED, (
+            f"after removing path-like ids: {brief(status)}"
+        )
+
+    @runtime_test
+    async def test_create_container_lists_its_mounts_in_status(
+        self, backend: Any, runtime_env: SuiteEnv
+    ) -> None:
+        """CRI ``ContainerStatus.mounts``: the container's mounts, as configured."""
+        require(backend, "mounts")
+        h = Harness(backend, runtime_env)
+        host_dir = h.tmp / "listed"
+        host_dir.mkdir()
+        sandbox = await h.sandbox()
+        mount = self._bind(host_dir, "/data", readonly=True)
+        container_id = await h.container(
+            sandbox, "mounted", SLEEP_FOREVER, start=False, mounts=[mount]
+        )
+        status = await backend.runtime.container_status(container_id)
+        listed = [
+            (m.get("container_path"), m.get("host_path"), m.get("readonly"))
+            for m in status["mounts"]
+        ]
+        assert listed == [("/data", str(host_dir), True)], f"status lists mounts {listed}"
 
     @runtime_test
     async def test_create_in_unknown_sandbox_raises_not_found(
@@ -850,6 +994,37 @@ class RuntimeConformance:
         status = await h.wait_state(container_id, CONTAINER_EXITED)
         assert status["reason"] == "StartError", brief(status)
         assert status["exit_code"] != 0, brief(status)
+
+    @runtime_test
+    async def test_large_environment_arrives_whole_and_sandbox_stays_ready(
+        self, backend: Any, runtime_env: SuiteEnv
+    ) -> None:
+        """A container with 1 MB of environment (ten variables of 100 000 bytes, each below
+        the kernel's 128 KiB limit per string; kubelet's service links alone can make
+        environments this large) gets every variable whole; its sandbox stays READY
+        throughout and takes the next container."""
+        require(backend, "processes")
+        h = Harness(backend, runtime_env)
+        sandbox = await h.sandbox()
+        await h.image()
+        size, count = 100_000, 10
+        script = " && ".join(f"test ${{#KCORE_BIG_{n}}} -eq {size}" for n in range(count))
+        config = h.container_config(
+            "bigenv", ["sh", "-c", script + " || exit 3"], sandbox_config=sandbox[1]
+        )
+        config["envs"] += [
+            {"key": f"KCORE_BIG_{n}", "value": chr(ord("a") + n) * size} for n in range(count)
+        ]
+        container_id = await backend.runtime.create_container(sandbox[0], config, sandbox[1])
+        await backend.runtime.start_container(container_id)
+        status = await h.wait_state(container_id, CONTAINER_EXITED)
+        assert status["exit_code"] == 0, f"the environment did not arrive whole: {brief(status)}"
+        sandbox_status = await backend.runtime.pod_sandbox_status(sandbox[0])
+        assert sandbox_status["state"] == SANDBOX_READY, "the sandbox is no longer READY"
+        ready = await backend.runtime.list_pod_sandbox({"id": sandbox[0], "state": SANDBOX_READY})
+        assert ids(ready) == {sandbox[0]}
+        after = await h.container(sandbox, "after", SLEEP_FOREVER)
+        await h.wait_state(after, CONTAINER_RUNNING)
 
     @runtime_test
     async def test_update_resources_of_running_container(
@@ -1444,6 +1619,110 @@ class RuntimeConformance:
             for e in events:
                 assert e["pod_sandbox_id"] == sandbox[0], e
                 assert_ns_timestamp(e["created_at"], "an event's created_at", before, after)
+
+    # -- crashes -----------------------------------------------------------------------------
+
+    @pytest.fixture
+    def crash_sandbox(self) -> Callable[[Any, str], Awaitable[None]] | None:
+        """Fault injection a runtime's test module may provide by overriding this fixture:
+        ``await crash_sandbox(backend, sandbox_id)`` kills the sandbox's processes behind
+        the runtime's back, its infra process and with it its containers, as a crash or the
+        kernel's OOM killer would, and returns once they are dead. It may let an unrelated
+        process take a pid that was freed, as happens on a busy node. ``None`` (this
+        default): the crash checks skip."""
+        return None
+
+    @runtime_test
+    async def test_crashed_sandbox_is_not_ready_and_its_containers_ended(
+        self,
+        backend: Any,
+        runtime_env: SuiteEnv,
+        crash_sandbox: Callable[[Any, str], Awaitable[None]] | None,
+    ) -> None:
+        """A sandbox whose processes died behind the runtime's back is NOTREADY, in its
+        status and in the lists, and names neither a network namespace nor a pid (a dead
+        process's may be another's by now); its container no longer runs (EXITED with a
+        non-zero code, or UNKNOWN, as kubelet's ``ContainerStatusUnknown``); a created one
+        cannot be started any more, and that is a permanent refusal (retrying cannot
+        help), not a TemporaryError. Stop and remove still succeed and take its
+        containers; a sandbox next to it is untouched (critest's idempotence, and
+        kubelet's recovery: it stops and removes the dead sandbox and runs a new one)."""
+        require(backend, "processes")
+        if crash_sandbox is None:
+            pytest.skip("runtime lacks capability crash injection (no crash_sandbox fixture)")
+        h = Harness(backend, runtime_env)
+        rt = backend.runtime
+        run = uuid.uuid4().hex[:12]
+        crashed = await h.sandbox(h.sandbox_config(labels={"run": run, "pod": "crashed"}))
+        healthy = await h.sandbox(h.sandbox_config(labels={"run": run, "pod": "healthy"}))
+        running = await h.container(crashed, "running", SLEEP_FOREVER)
+        created = await h.container(crashed, "created", SLEEP_FOREVER, start=False)
+        bystander = await h.container(healthy, "bystander", SLEEP_FOREVER)
+        await h.wait_state(running, CONTAINER_RUNNING)
+        await h.wait_state(bystander, CONTAINER_RUNNING)
+
+        await crash_sandbox(backend, crashed[0])
+
+        async def not_ready() -> Mapping[str, Any] | None:
+            status = await rt.pod_sandbox_status(crashed[0])
+            return status if status["state"] == SANDBOX_NOTREADY else None
+
+        status = await h.until(not_ready, "the crashed sandbox to be NOTREADY")
+        assert status["metadata"] == crashed[1]["metadata"]
+        assert not status.get("netns_path"), (
+            f"a sandbox whose processes are gone names the network namespace "
+            f"{status['netns_path']!r} (a dead process's, or one reusing its pid)"
+        )
+        assert not status.get("pid"), (
+            f"a sandbox whose processes are gone names pid {status['pid']}"
+        )
+        selector = {"run": run}
+        listed = {
+            s["id"]: s["state"] for s in await rt.list_pod_sandbox({"label_selector": selector})
+        }
+        assert listed == {crashed[0]: SANDBOX_NOTREADY, healthy[0]: SANDBOX_READY}, listed
+        ready = await rt.list_pod_sandbox({"state": SANDBOX_READY, "label_selector": selector})
+        assert ids(ready) == {healthy[0]}, f"state READY listed {ids(ready)}"
+        not_ready_listed = await rt.list_pod_sandbox(
+            {"state": SANDBOX_NOTREADY, "label_selector": selector}
+        )
+        assert ids(not_ready_listed) == {crashed[0]}, (
+            f"state NOTREADY listed {ids(not_ready_listed)}"
+        )
+
+        async def ended() -> Mapping[str, Any] | None:
+            status = await rt.container_status(running)
+            return status if status["state"] in (CONTAINER_EXITED, CONTAINER_UNKNOWN) else None
+
+        status = await h.until(ended, "the crashed sandbox's container to be EXITED or UNKNOWN")
+        if status["state"] == CONTAINER_EXITED:
+            assert status["exit_code"] != 0, f"killed in a crash, yet {brief(status)}"
+        still_running = ids(await rt.list_containers({"state": CONTAINER_RUNNING}))
+        assert running not in still_running, "the crashed sandbox's container is listed RUNNING"
+        assert bystander in still_running, "the other sandbox's container stopped running"
+        status = await rt.container_status(created)
+        assert status["state"] != CONTAINER_RUNNING, brief(status)
+        with pytest.raises(KcoreError) as refused:
+            await rt.start_container(created)
+        assert not isinstance(refused.value, TemporaryError), (
+            f"starting a container of a dead sandbox raised {refused.value!r}: a temporary "
+            "error, yet retrying cannot help"
+        )
+        status = await rt.container_status(created)
+        assert status["state"] != CONTAINER_RUNNING, f"after the refused start: {brief(status)}"
+
+        await rt.stop_pod_sandbox(crashed[0])
+        assert (await rt.pod_sandbox_status(crashed[0]))["state"] == SANDBOX_NOTREADY
+        await rt.remove_pod_sandbox(crashed[0])
+        assert crashed[0] not in ids(await rt.list_pod_sandbox())
+        left = ids(await rt.list_containers()) & {running, created}
+        assert not left, f"containers {left} are still listed after their sandbox was removed"
+        for container_id in (running, created):
+            with pytest.raises(NotFound):
+                await rt.container_status(container_id)
+        assert (await rt.pod_sandbox_status(healthy[0]))["state"] == SANDBOX_READY
+        status = await rt.container_status(bystander)
+        assert status["state"] == CONTAINER_RUNNING, f"the other sandbox's: {brief(status)}"
 
     # -- restart -----------------------------------------------------------------------------
 
