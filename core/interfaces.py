@@ -328,6 +328,12 @@ NETWORK_CAPABILITIES = frozenset(
         "host_to_pod",  # the node reaches pod addresses
         "host_ports",  # port_mappings with a host_port reach the pod
         "survives_restart",  # a new plugin object on the same data dir knows every pod
+        # addresses go round the range in a fixed order, each set-up taking the first
+        # free one after the one handed out last (as CNI host-local): a freed address
+        # comes back only after the free ones ahead of it, never-used ones first, so a
+        # gone pod's stale endpoints, conntrack entries and ARP caches do not reach a new
+        # pod at once; the order survives a restart on the same data dir
+        "address_rotation",
     }
 )
 

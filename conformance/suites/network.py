@@ -51,6 +51,25 @@ networks or peered with their namespaces, a route to a pod's address, an nft tab
 a pod's address or host port, and growth of a table that named them while they were set
 up. The suite needs root, ``ip`` (iproute2) and ``nsenter``, and uses ``nft`` when it is
 installed.
+
+Two optional fixtures, overridden in the test class like ``network_factory``, open more
+checks; without one, its checks are skipped with ``network lacks capability <fixture>``:
+
+* ``small_pod_range``: ``(settings, size)``, settings (from ``kcore_settings_factory``,
+  with the plugin's own option for a small pod range) on which ``network_factory(settings)``
+  makes a plugin with room for exactly ``size`` pods at once (2 to :data:`MAX_SMALL_RANGE`).
+  net_bridge gives a /29 pod CIDR: 5 pods, its network, broadcast and gateway addresses
+  being no pod's. The suite fills the range and checks the contract's "TemporaryError when
+  the pod range is exhausted", that teardown, gc and crashes give every address back,
+  and with ``address_rotation`` the order in which freed addresses come back.
+* ``crash_network``: an async callable ``crash(settings, call, *args)`` that runs ``call``
+  (``"setup_pod"`` or ``"teardown_pod"``, with the arguments the suite gives) on a new
+  plugin object on ``settings`` and kills it in the middle, as a node agent killed during
+  the call leaves things: ``setup_pod`` after it has durably taken the pod's address and
+  before it answers, ``teardown_pod`` after it has released the address and before it
+  returns (net_bridge runs the call in a child process that SIGKILLs itself just before
+  it writes or removes the pod's record). The suite's own plugin object on those settings
+  is closed meanwhile; afterwards it makes a new one, as a restarted node agent does.
 """
 
 from __future__ import annotations
@@ -59,6 +78,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +89,7 @@ import pytest
 from kcore.conformance import netns
 from kcore.conformance.asyncsupport import DEFAULT_TIMEOUT, add_finalizer, async_test
 from kcore.conformance.netns import Netns
-from kcore.errors import Conflict, NotFound, PermanentError
+from kcore.errors import Conflict, NotFound, PermanentError, TemporaryError
 from kcore.interfaces import NETWORK_CAPABILITIES
 
 WAIT_TIMEOUT = 10.0
@@ -83,6 +103,12 @@ CONCURRENT_PODS = 20
 
 CONTAINER_PORT = 8080
 """Where the suite's servers listen inside a pod."""
+
+RESTARTS = 20
+"""Plugin objects made and closed in the file descriptor check."""
+
+MAX_SMALL_RANGE = 64
+"""The most pods a ``small_pod_range`` may hold: the checks fill it, twice."""
 
 NAMESPACE = "kcore-conformance"
 
@@ -346,11 +372,149 @@ def free_host_port(network: Any) -> int:
     return netns.free_tcp_port() if has(network, "host_ports") else 0
 
 
+def open_fds() -> dict[int, str]:
+    """This process's open file descriptors and what each refers to."""
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return found
+
+
+def assert_few_new_fds(before: Mapping[int, str], limit: int, what: str) -> None:
+    new = {fd: target for fd, target in open_fds().items() if before.get(fd) != target}
+    shown = ", ".join(sorted(set(new.values()))[:5])
+    assert len(new) < limit, f"{what} left {len(new)} more file descriptors open ({shown})"
+
+
+def small_range_of(small_pod_range: Any) -> tuple[Any, int]:
+    """The ``small_pod_range`` fixture's settings and size, or a skip."""
+    if small_pod_range is None:
+        pytest.skip("network lacks capability small_pod_range")
+    settings, size = small_pod_range
+    assert isinstance(size, int) and 2 <= size <= MAX_SMALL_RANGE, (
+        f"small_pod_range's size is {size!r}, not 2 to {MAX_SMALL_RANGE}"
+    )
+    return settings, size
+
+
+def crash_of(crash_network: Any) -> Any:
+    if crash_network is None:
+        pytest.skip("network lacks capability crash_network")
+    return crash_network
+
+
+def assert_distinct(pods: Sequence[Pod], what: str) -> None:
+    """No two of ``pods`` share an address."""
+    owner: dict[str, str] = {}
+    for pod in pods:
+        for ip in pod.ips:
+            assert ip not in owner, f"{what}: pods {owner[ip]} and {pod.uid} both got {ip}"
+            owner[ip] = pod.uid
+
+
+@dataclass
+class Restarts:
+    """A test's plugin objects on one ``settings``, one open at a time, as a node agent
+    that is restarted (or killed) has them. After the test the open object (or a new one)
+    tears down every pod set up or crashed through it and is closed."""
+
+    factory: Any
+    settings: Any
+    network: Any = None
+    uids: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, factory: Any, settings: Any) -> Restarts:
+        restarts = cls(factory, settings)
+        add_finalizer(restarts.cleanup)
+        return restarts
+
+    async def open(self) -> Any:
+        assert self.network is None, "one plugin object at a time"
+        self.network = await self.factory(self.settings)
+        return self.network
+
+    async def close(self) -> None:
+        network, self.network = self.network, None
+        if network is not None:
+            await network.close()
+
+    async def setup(self, ns: Netns, uid: str | None = None) -> Pod:
+        uid = uid or str(uuid.uuid4())
+        self.uids[uid] = ns.path
+        return await Harness(self.network).setup(ns, uid=uid, teardown_after=False)
+
+    async def try_pod(self, pods: Sequence[Pod] = ()) -> Pod | None:
+        """A pod in a new namespace, or None when the plugin refuses it with
+        TemporaryError. Its addresses are none of ``pods``' and none is the network,
+        broadcast or gateway address of its subnet."""
+        try:
+            pod = await self.setup(await Harness(self.network).netns())
+        except TemporaryError:
+            return None
+        await assert_usable_addresses(pod)
+        assert_distinct([*pods, pod], "in a small pod range")
+        return pod
+
+    async def fill(self, count: int, pods: Sequence[Pod] = ()) -> list[Pod]:
+        """``count`` more pods (see :meth:`try_pod`), none refused."""
+        made = list(pods)
+        for i in range(count):
+            pod = await self.try_pod(made)
+            assert pod is not None, (
+                f"set-up {i + 1} of {count} was refused (TemporaryError) in a pod range with "
+                "room for it"
+            )
+            made.append(pod)
+        return made[len(pods) :]
+
+    async def assert_full(self, why: str) -> None:
+        """A new pod is refused with TemporaryError, and its namespace stays as it was."""
+        ns = await Harness(self.network).netns()
+        before = await netns.snapshot(ns)
+        uid = str(uuid.uuid4())
+        self.uids[uid] = ns.path
+        try:
+            pod = await Harness(self.network).setup(ns, uid=uid, teardown_after=False)
+        except TemporaryError:
+            pass
+        else:
+            raise AssertionError(f"a set-up {why} got {sorted(pod.ips)}; the range is full")
+        found = netns.leaks(before, await netns.snapshot(ns))
+        assert not found, f"the refused set-up left in the pod's namespace: {_show_leaks(found)}"
+
+    async def cleanup(self) -> None:
+        if not self.uids and self.network is None:
+            return
+        network = self.network or await self.open()
+        try:
+            for uid, path in self.uids.items():
+                with contextlib.suppress(NotFound):
+                    await network.teardown_pod(uid, path)
+        finally:
+            await self.close()
+
+
 # -- the suite ---------------------------------------------------------------------------------
 
 
 class NetworkConformance:
     """The network contract, one test per promise."""
+
+    @pytest.fixture
+    def small_pod_range(self) -> tuple[Any, int] | None:
+        """Override to return ``(settings, size)``: settings on which ``network_factory``
+        makes a plugin with room for exactly ``size`` pods (see the module docstring).
+        ``None`` (the default): the checks that fill the pod range are skipped."""
+        return None
+
+    @pytest.fixture
+    def crash_network(self) -> Any:
+        """Override to return ``crash(settings, call, *args)``, which kills a plugin on
+        ``settings`` in the middle of ``call`` (see the module docstring). ``None`` (the
+        default): the checks after a crash are skipped."""
+        return None
 
     # -- the plugin --------------------------------------------------------------------------
 
@@ -455,6 +619,87 @@ class NetworkConformance:
         for pod in pods:
             await h.assert_on_interface(pod)
 
+    @long_network_test
+    async def test_setup_in_a_full_pod_range_fails_temporarily_until_a_teardown(
+        self, network_factory: Any, small_pod_range: Any
+    ) -> None:
+        """``small_pod_range``, ``pod_addresses``: ``size`` pods fit, each with addresses of
+        its own, none the network, broadcast or gateway address of its subnet. One more is
+        :class:`kcore.TemporaryError` (the contract's "the pod range is exhausted") and
+        leaves nothing in its namespace, also after a teardown of a pod the plugin never
+        saw and a gc that keeps every pod (neither frees an address). Once a pod is torn
+        down the refused pod fits, and the range is full again."""
+        settings, size = small_range_of(small_pod_range)
+        restarts = Restarts.start(network_factory, settings)
+        network = await restarts.open()
+        require(network, "pod_addresses")
+        pods = await restarts.fill(size)
+        await restarts.assert_full(f"with {size} pods set up")
+        await network.teardown_pod(str(uuid.uuid4()), None)
+        released = await network.gc([p.uid for p in pods])
+        assert list(released) == [], f"gc released {released!r}; every pod was live"
+        await restarts.assert_full("after a teardown of an unknown pod and a gc of none")
+        gone = pods.pop(size // 2)
+        await network.teardown_pod(gone.uid, gone.ns.path)
+        pods += await restarts.fill(1, pods)
+        await restarts.assert_full("once the freed address was taken again")
+
+    @long_network_test
+    async def test_freed_addresses_rotate_before_reuse(
+        self, network_factory: Any, small_pod_range: Any
+    ) -> None:
+        """``small_pod_range``, ``pod_addresses``, ``address_rotation``: a pod torn down
+        at once does not pass its address to the next pod; each set-up gets an address no
+        pod had yet until all ``size`` were handed out once, in the order the rotation
+        goes. With every other address taken the first comes back (the range wraps).
+        Then two are freed in the order the rotation reaches them (the last of the first
+        round, ahead of the last one handed out, then the first, behind it): the earlier
+        freed comes first, the just freed one after it. With ``survives_restart`` the
+        plugin is restarted on the same settings before these two set-ups: the place in
+        the rotation survives a restart."""
+        settings, size = small_range_of(small_pod_range)
+        restarts = Restarts.start(network_factory, settings)
+        network = await restarts.open()
+        require(network, "pod_addresses", "address_rotation")
+        h = Harness(network)
+
+        async def setup_expecting(expected: str, why: str) -> Pod:
+            pod = await restarts.setup(await h.netns())
+            assert pod.ip == expected, (
+                f"{why}, a set-up got {pod.ip}, not {expected} (addresses in the order the "
+                f"first round handed them out: {order})"
+            )
+            return pod
+
+        gone = await restarts.setup(await h.netns())
+        await network.teardown_pod(gone.uid, gone.ns.path)
+        order = [gone.ip]
+        holders: dict[str, Pod] = {}
+        for i in range(1, size):
+            pod = await restarts.setup(await h.netns())
+            assert pod.ip not in order, (
+                f"set-up {i + 1} got {pod.ip}, handed out before (first round so far: {order}),"
+                f" while {size - i} addresses of the range had never been handed out"
+            )
+            order.append(pod.ip)
+            holders[pod.ip] = pod
+        first, second, last = order[0], order[1], order[-1]
+        holders[first] = await setup_expecting(first, "with only that address free")
+        if size > 2:
+            # The last address handed out becomes the second, so that the last one of the
+            # first round is ahead of it and the first behind it.
+            pod = holders.pop(second)
+            await network.teardown_pod(pod.uid, pod.ns.path)
+            holders[second] = await setup_expecting(second, "with only that address free")
+        for ip in (last, first):
+            pod = holders.pop(ip)
+            await network.teardown_pod(pod.uid, pod.ns.path)
+        if has(network, "survives_restart"):
+            await restarts.close()
+            await restarts.open()
+        await setup_expecting(last, f"with {last} freed before {first}")
+        await setup_expecting(first, "with only that address free")
+
     # -- traffic -----------------------------------------------------------------------------
 
     @network_test
@@ -536,12 +781,14 @@ class NetworkConformance:
     @long_network_test
     async def test_repeated_setup_and_teardown_leak_nothing(self, network: Any) -> None:
         """:data:`REPEATS` set-ups and teardowns (new pods, one namespace, the same host
-        port) leave nothing behind, and a pod set up afterwards still works."""
+        port) leave nothing behind (nor file descriptors open in this process, for a
+        plugin that runs in it), and a pod set up afterwards still works."""
         h = Harness(network)
         host_port = free_host_port(network)
         await h.warm_up(host_port=host_port)
         ns = await h.netns()
         host_before, ns_before = await netns.snapshot(), await netns.snapshot(ns)
+        fds_before = open_fds()
         seen: list[netns.Snapshot] = []
         ours = netns.Footprint()
         for i in range(REPEATS):
@@ -557,6 +804,7 @@ class NetworkConformance:
         assert not found, f"{REPEATS} cycles left in the pod's namespace: {_show_leaks(found)}"
         found = netns.leaks(host_before, await netns.snapshot(), ours=ours, seen=seen)
         assert not found, f"{REPEATS} cycles left on the host: {_show_leaks(found)}"
+        assert_few_new_fds(fds_before, REPEATS // 4, f"{REPEATS} cycles")
         pod = await h.setup(ns, host_port=host_port)
         await network.check_pod(pod.uid, ns.path)
         if has(network, "pod_addresses"):
@@ -733,11 +981,114 @@ class NetworkConformance:
         if has(second, "pod_addresses"):
             await h2.assert_check_fails(pod, "after teardown by the restarted plugin")
 
+    @long_network_test
+    async def test_restarting_the_plugin_leaks_no_file_descriptors(
+        self, network_factory: Any, kcore_settings_factory: Any
+    ) -> None:
+        """Making a plugin object on the same settings and closing it, :data:`RESTARTS`
+        times, leaves no more file descriptors open in this process (for a plugin that
+        runs in it): ``close`` releases the plugin's own resources."""
+        settings = kcore_settings_factory()
+
+        async def cycle() -> None:
+            network = await network_factory(settings)
+            await network.close()
+
+        await cycle()
+        before = open_fds()
+        for _ in range(RESTARTS):
+            await cycle()
+        assert_few_new_fds(before, RESTARTS // 2, f"{RESTARTS} plugin objects made and closed")
+
+    @long_network_test
+    async def test_gc_and_teardown_after_a_crash_in_setup_release_the_pods(
+        self, network_factory: Any, small_pod_range: Any, crash_network: Any
+    ) -> None:
+        """``crash_network``, ``small_pod_range``, ``pod_addresses``, ``survives_restart``:
+        two set-ups die mid-way while a pod set up before stays wired. A new plugin object
+        on the same settings tears the first crashed pod down, and ``gc`` releases the
+        other one and returns exactly its uid; both namespaces are as before their
+        set-ups, the live pod still checks, and the range has room for ``size`` pods
+        again: the live one and ``size - 1`` new ones."""
+        settings, size = small_range_of(small_pod_range)
+        crash = crash_of(crash_network)
+        restarts = Restarts.start(network_factory, settings)
+        first = await restarts.open()
+        require(first, "pod_addresses", "survives_restart")
+        h = Harness(first)
+        live = await restarts.setup(await h.netns())
+        await restarts.close()
+        crashed = []
+        for _ in range(2):
+            ns = await h.netns()
+            before = await netns.snapshot(ns)
+            uid = str(uuid.uuid4())
+            restarts.uids[uid] = ns.path
+            await crash(settings, "setup_pod", uid, ns.path, Harness.config(uid))
+            crashed.append((uid, ns, before))
+        second = await restarts.open()
+        (torn_uid, torn_ns, torn_before), (gc_uid, gc_ns, gc_before) = crashed
+        await second.teardown_pod(torn_uid, torn_ns.path)
+        found = netns.leaks(torn_before, await netns.snapshot(torn_ns))
+        assert not found, f"teardown after a crashed set-up left: {_show_leaks(found)}"
+        released = await second.gc([live.uid])
+        assert isinstance(released, Sequence) and list(released) == [gc_uid], (
+            f"gc after a crashed set-up released {released!r}, not [{gc_uid!r}]"
+        )
+        found = netns.leaks(gc_before, await netns.snapshot(gc_ns))
+        assert not found, f"gc after a crashed set-up left: {_show_leaks(found)}"
+        await second.check_pod(live.uid, live.ns.path)
+        await restarts.fill(size - 1, [live])
+        await restarts.assert_full("after the crashed pods were released and the range refilled")
+
+    @long_network_test
+    async def test_setup_after_a_crash_in_teardown_never_shares_an_address(
+        self, network_factory: Any, small_pod_range: Any, crash_network: Any
+    ) -> None:
+        """``crash_network``, ``small_pod_range``, ``pod_addresses``, ``survives_restart``:
+        the teardowns of two pods die mid-way. A new plugin object on the same settings sets
+        the first up again (it gets an address, on its ``eth0``), then new pods fill the
+        range; set up again, the second either gets an address no other pod has or is
+        refused with :class:`kcore.TemporaryError` without freeing anyone's address. Once
+        every pod is torn down, ``size`` pods fit again."""
+        settings, size = small_range_of(small_pod_range)
+        crash = crash_of(crash_network)
+        restarts = Restarts.start(network_factory, settings)
+        first = await restarts.open()
+        require(first, "pod_addresses", "survives_restart")
+        h = Harness(first)
+        a = await restarts.setup(await h.netns())
+        b = await restarts.setup(await h.netns())
+        await restarts.close()
+        for pod in (a, b):
+            await crash(settings, "teardown_pod", pod.uid, pod.ns.path)
+        second = await restarts.open()
+        a_again = await restarts.setup(a.ns, a.uid)
+        await Harness(second).assert_on_interface(a_again)
+        pods = [a_again]
+        while len(pods) <= size and (pod := await restarts.try_pod(pods)) is not None:
+            pods.append(pod)
+        assert len(pods) <= size, f"{len(pods)} pods fit in a range with room for {size}"
+        try:
+            b_again = await restarts.setup(b.ns, b.uid)
+        except TemporaryError:
+            await restarts.assert_full("after a refused set-up of a pod whose teardown died")
+        else:
+            assert_distinct([*pods, b_again], "after a crashed teardown")
+            pods.append(b_again)
+        for uid, path in list(restarts.uids.items()):
+            await second.teardown_pod(uid, path)
+        restarts.uids.clear()
+        await restarts.fill(size)
+        await restarts.assert_full("after every pod was torn down and the range refilled")
+
 
 __all__ = [
     "CONCURRENT_PODS",
     "CONTAINER_PORT",
+    "MAX_SMALL_RANGE",
     "REPEATS",
+    "RESTARTS",
     "WAIT_TIMEOUT",
     "Harness",
     "NetworkConformance",

@@ -60,7 +60,14 @@ class BridgeNetwork:
     """Pods on a Linux bridge of the node, with addresses from the node's pod CIDR."""
 
     capabilities = frozenset(
-        {"pod_addresses", "pod_to_pod", "host_to_pod", "host_ports", "survives_restart"}
+        {
+            "pod_addresses",
+            "pod_to_pod",
+            "host_to_pod",
+            "host_ports",
+            "survives_restart",
+            "address_rotation",
+        }
     )
     assert capabilities <= NETWORK_CAPABILITIES
 

@@ -2,11 +2,13 @@
 
 One file per allocated address, named by the address and holding its owner (the pod uid).
 Creating that file with ``O_EXCL`` is the allocation, so two set-ups never get one address;
-every change runs under an ``flock`` on ``lock`` (other processes on the same data dir) and
-a thread lock (threads of this one: an flock is shared by everyone using the same open
-file). ``last_reserved_ip`` makes allocation go round the range instead of handing a just
-released address out again at once. Nothing is kept in memory, so a restarted plugin sees
-exactly what the files say.
+every change runs under a thread lock (the plugin's worker threads) and an ``flock`` on
+``lock`` (an flock alone does not separate threads sharing one open file). kcore has one
+plugin object per data dir at a time (the node agent's), so the flock only guards against
+a second process started on the same data dir by mistake. ``last_reserved_ip`` makes
+allocation go round the range instead of handing a just released address out again at
+once (the ``address_rotation`` capability). Nothing is kept in memory, so a restarted
+plugin sees exactly what the files say, its place in the rotation included.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ address on a ``dummy`` interface named ``eth0`` inside its namespace (no traffic
 the pods reach nothing, so it lacks ``pod_to_pod`` and ``host_to_pod``), and each host port
 is a userspace proxy on 127.0.0.1 that connects, from inside the pod's namespace, to the
 container port. It remembers its pods in a file, so a new object on the same data
-directory knows them. Each other class here is that plugin with exactly one promise of the
+directory knows them, and hands addresses out round the pool, on from the last one handed
+out (kept in a file too). Each other class here is that plugin with exactly one promise of the
 contract broken, so that ``test_suite_catches_broken_networks.py`` can show the suite
 notices.
 """
@@ -30,6 +31,9 @@ from kcore.errors import Conflict, NotFound, PermanentError, TemporaryError
 POOL = ipaddress.ip_network("10.253.0.0/25")
 """The dummy's addresses: only ever inside the tests' own namespaces, on dummy links.
 Smaller than the suite's 200 set-up cycles, so that a leak of addresses runs it dry."""
+
+SMALL_POOL = "10.253.0.0/29"
+"""The pool of the suite's ``small_pod_range``: 5 pods (the first host is the gateway)."""
 
 LINK_KINDS = ("dummy", "ifb")
 """Link types for a pod's eth0 that carry no traffic anywhere, in order of preference (some
@@ -79,10 +83,14 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 class DummyNetwork:
     """The honest plugin (see the module docstring)."""
 
-    capabilities = frozenset({"pod_addresses", "host_ports", "survives_restart"})
+    capabilities = frozenset(
+        {"pod_addresses", "host_ports", "survives_restart", "address_rotation"}
+    )
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, pool: str | None = None) -> None:
+        self.pool = ipaddress.ip_network(pool) if pool else POOL
         self.state_file = Path(data_dir) / "dummy-net.json"
+        self.last_file = Path(data_dir) / "dummy-net-last"
         self.pods: dict[str, dict[str, Any]] = self._load()
         self.held: set[str] = {p["ip"] for p in self.pods.values()}
         self.proxies: dict[str, list[asyncio.Server]] = {}
@@ -116,12 +124,26 @@ class DummyNetwork:
 
     # -- the pieces the broken plugins change --------------------------------------------------
 
+    def _last(self) -> str | None:
+        """The address handed out last."""
+        try:
+            return self.last_file.read_text()
+        except FileNotFoundError:
+            return None
+
+    def _remember(self, ip: str) -> None:
+        self.last_file.write_text(ip)
+
     def _allocate(self) -> str:
-        for host in list(POOL.hosts())[1:]:
-            if str(host) not in self.held:
-                self.held.add(str(host))
-                return str(host)
-        raise TemporaryError(f"all addresses of {POOL} are taken")
+        hosts = [str(h) for h in list(self.pool.hosts())[1:]]
+        last = self._last()
+        start = hosts.index(last) + 1 if last in hosts else 0
+        for ip in hosts[start:] + hosts[:start]:
+            if ip not in self.held:
+                self.held.add(ip)
+                self._remember(ip)
+                return ip
+        raise TemporaryError(f"all addresses of {self.pool} are taken")
 
     def _release_address(self, ip: str) -> None:
         self.held.discard(ip)
@@ -136,9 +158,9 @@ class DummyNetwork:
                     raise Conflict(f"host port {port['host_port']} is taken by pod {other}")
 
     async def _wire(self, netns_path: str, ip: str) -> None:
-        gateway = next(POOL.hosts())
+        gateway = next(self.pool.hosts())
         commands = (
-            f"addr add {ip}/{POOL.prefixlen} dev eth0\n"
+            f"addr add {ip}/{self.pool.prefixlen} dev eth0\n"
             "link set eth0 up\n"
             f"route add default via {gateway} dev eth0\n"
         )
@@ -191,9 +213,8 @@ class DummyNetwork:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 2)
 
-    @staticmethod
-    def _answer(ip: str) -> dict[str, Any]:
-        gateway = str(next(POOL.hosts()))
+    def _answer(self, ip: str) -> dict[str, Any]:
+        gateway = str(next(self.pool.hosts()))
         return {
             "ips": [ip],
             "interface": "eth0",
@@ -413,6 +434,30 @@ class ForgetsOnRestartNetwork(DummyNetwork):
         return {}
 
 
+class ReusesFreedAddressNetwork(DummyNetwork):
+    """Hands out the lowest free address (a just freed one at once), while declaring
+    ``address_rotation``."""
+
+    def _allocate(self) -> str:
+        for host in list(self.pool.hosts())[1:]:
+            if str(host) not in self.held:
+                self.held.add(str(host))
+                return str(host)
+        raise TemporaryError(f"all addresses of {self.pool} are taken")
+
+
+class RotationForgottenOnRestartNetwork(DummyNetwork):
+    """Keeps its place in the rotation only in memory: a new object starts the pool over."""
+
+    _memory: str | None = None
+
+    def _last(self) -> str | None:
+        return self._memory
+
+    def _remember(self, ip: str) -> None:
+        self._memory = ip
+
+
 BROKEN_NETWORKS: dict[str, type[DummyNetwork]] = {
     cls.__name__: cls
     for cls in (
@@ -431,11 +476,14 @@ BROKEN_NETWORKS: dict[str, type[DummyNetwork]] = {
         GcReleasesNothingNetwork,
         GcReleasesLiveNetwork,
         ForgetsOnRestartNetwork,
+        ReusesFreedAddressNetwork,
+        RotationForgottenOnRestartNetwork,
     )
 }
 """Every broken network plugin, by class name."""
 
 
-def make(name: str, data_dir: Path) -> DummyNetwork:
-    """The named broken plugin (``"DummyNetwork"`` for the honest one) on ``data_dir``."""
-    return BROKEN_NETWORKS.get(name, DummyNetwork)(data_dir)
+def make(name: str, data_dir: Path, pool: str | None = None) -> DummyNetwork:
+    """The named broken plugin (``"DummyNetwork"`` for the honest one) on ``data_dir``,
+    with addresses from ``pool`` (default :data:`POOL`)."""
+    return BROKEN_NETWORKS.get(name, DummyNetwork)(data_dir, pool)

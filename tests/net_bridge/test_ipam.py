@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -47,6 +48,32 @@ def test_release_needs_the_owner_and_release_owner_finds_every_address(tmp_path)
     assert not pool.claim(a, "pod-b")
     assert pool.release_owner("pod-a") == [str(a)]
     assert set(pool.allocations().values()) == {"pod-b"}
+
+
+def test_claim_takes_back_a_freed_address_but_never_anothers(tmp_path):
+    """A pod whose address file went (a teardown that died after freeing it) claims it
+    back while it is free, and not once another pod has it."""
+    pool = ipam(tmp_path)
+    a = pool.allocate("pod-a")
+    b = pool.allocate("pod-b")
+    assert pool.release(a, "pod-a")
+    assert pool.claim(a, "pod-a")
+    assert pool.owner(a) == "pod-a"
+    assert pool.release(b, "pod-b")
+    assert pool.claim(b, "pod-c")
+    assert not pool.claim(b, "pod-b")
+    assert not pool.release(b, "pod-b")
+    assert pool.owner(b) == "pod-c"
+
+
+def test_close_releases_the_lock_and_is_idempotent(tmp_path):
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        ipam(tmp_path).close()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    pool = ipam(tmp_path)
+    pool.close()
+    pool.close()
 
 
 def test_a_new_object_sees_what_the_files_say(tmp_path):
