@@ -53,6 +53,14 @@ virtual clock and a scratch dict):
   counted as the controller's;
 * ``on_advance``: what keeps a converged world converged as time passes (node heartbeats).
 
+A scenario's callables can also make the API refuse the controller under test:
+``env.reject_writes("create", "Pod")`` makes every ``create`` of a Pod by the copies under
+test fail with an internal server error (as an admission webhook or a quota saying no
+would), until ``env.accept_writes()``; the test's own client and the companions are not
+affected. A perturbation that rejects, then one that accepts again, checks how the
+controller reports a failure and recovers from it (the ``check`` reads ``env.data`` to
+know which state it is in).
+
 The checks
 ----------
 Every write of the controller under test goes through a recording transport (creates,
@@ -265,6 +273,20 @@ class ScenarioEnv:
     scenario puts files a controller reads, a CA say)."""
     data: dict[str, Any] = field(default_factory=dict)
     """Scratch space shared by one scenario's callables in one run."""
+    rejected: set[tuple[str, str]] = field(default_factory=set)
+    """The (verb, kind) writes the API refuses to the copies under test (see
+    :meth:`reject_writes`)."""
+
+    def reject_writes(self, verb: str, kind: str) -> None:
+        """From now on the API refuses the controller under test's ``verb`` writes
+        (``create``, ``update``, ``patch``, ``delete``, ``post``) of ``kind`` (``Pod``) with
+        an internal server error (:class:`InjectedFailure`), until :meth:`accept_writes`.
+        The test's own client and the companions are not affected."""
+        self.rejected.add((verb, kind))
+
+    def accept_writes(self) -> None:
+        """Ends every :meth:`reject_writes`."""
+        self.rejected.clear()
 
     def _ns(self, namespace: Any) -> str | None:
         return self.namespace if namespace is HERE else namespace
@@ -454,6 +476,8 @@ class RecordingTransport:
         self.activity = activity
         self.writes: list[Write] = []
         self.fail_writes = False
+        self.rejected: set[tuple[str, str]] = set()
+        """(verb, kind) writes that fail as with :attr:`fail_writes`."""
         self.write_limit: int | None = None
         self.limit_reached = asyncio.Event()
 
@@ -462,7 +486,7 @@ class RecordingTransport:
             self.limit_reached.set()
             await asyncio.Event().wait()  # a process frozen mid-way: never answers
         with self.activity.request(write=True):
-            if self.fail_writes:
+            if self.fail_writes or (write.verb, write.kind) in self.rejected:
                 self.writes.append(dataclasses.replace(write, failed=True))
                 raise InjectedFailure("injected by the conformance suite: the write failed")
             self.writes.append(write)
@@ -648,13 +672,22 @@ class Harness:
     # -- starting and stopping -----------------------------------------------------------
 
     async def start(
-        self, controller: Any, *, write_limit: int | None = None, fail_writes: bool = False
+        self,
+        controller: Any,
+        *,
+        write_limit: int | None = None,
+        fail_writes: bool = False,
+        companion: bool = False,
     ) -> Copy:
         """Run a copy of ``controller`` on a client of its own; ``write_limit``: only that
-        many writes get through, later ones hang; ``fail_writes``: every write fails."""
+        many writes get through, later ones hang; ``fail_writes``: every write fails; a
+        copy under test (not a ``companion``) also gets the writes the scenario rejects
+        (:meth:`ScenarioEnv.reject_writes`) refused."""
         api, transport = self.client()
         transport.write_limit = write_limit
         transport.fail_writes = fail_writes
+        if not companion:
+            transport.rejected = self.env.rejected
         informers = SharedInformers(api)
         ctx = ControllerContext(
             api=api,
@@ -694,7 +727,7 @@ class Harness:
             await asyncio.sleep(0.01)
 
     async def start_companions(self) -> list[Copy]:
-        started = [await self.start(c) for c in self.scenario.companions()]
+        started = [await self.start(c, companion=True) for c in self.scenario.companions()]
         self.companion_copies.extend(started)
         return started
 

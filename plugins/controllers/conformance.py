@@ -6,12 +6,13 @@ Each controller's ``conformance()`` imports its scenarios from here, so that onl
 suite loads this module. The scenarios run without a node agent; where a world needs
 pods to run, :class:`ConformanceKubelet` stands in for the node agents: it binds daemon
 pods to the node their affinity names, makes pods Running and Ready (or Succeeded /
-Failed, when their template says so with :data:`EXIT_ANNOTATION`) and finishes the
-deletion of bound pods.
+Failed, when their template says so with :data:`EXIT_ANNOTATION`; not Ready with
+:data:`READY_ANNOTATION`) and finishes the deletion of bound pods.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -55,6 +56,8 @@ CRONJOB = ("batch/v1", "CronJob")
 
 EXIT_ANNOTATION = "conformance.kcore.io/exit-code"
 """On a pod (template): the stand-in kubelet ends it with this exit code."""
+READY_ANNOTATION = "conformance.kcore.io/ready"
+"""On a pod: ``"false"`` keeps it Running but not Ready (a failing readiness probe)."""
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
@@ -72,6 +75,10 @@ def _uid(obj: Obj) -> str:
 
 def _name(obj: Obj) -> str:
     return str(_meta(obj).get("name") or "")
+
+
+def _annotation(obj: Obj, key: str) -> str | None:
+    return (_meta(obj).get("annotations") or {}).get(key)
 
 
 def controlled_by(objs: Iterable[Obj], uid: str) -> list[Obj]:
@@ -221,6 +228,7 @@ class ConformanceKubelet(Reconciler):
                     await self.api.bind(m["name"], node, namespace=namespace)
                     return None
             code = (m.get("annotations") or {}).get(EXIT_ANNOTATION)
+            ready = (m.get("annotations") or {}).get(READY_ANNOTATION) != "false"
             stamp = _rfc3339(self.now())
             if code is not None:
                 phase = "Succeeded" if code == "0" else "Failed"
@@ -253,18 +261,21 @@ class ConformanceKubelet(Reconciler):
                         }
                     ],
                 }
-            elif status.get("phase") != "Running" or not is_pod_ready(pod):
+            elif status.get("phase") != "Running" or is_pod_ready(pod) != ready:
                 new = {
                     "phase": "Running",
                     "startTime": status.get("startTime") or stamp,
                     "conditions": [
-                        {"type": t, "status": "True", "lastTransitionTime": stamp}
-                        for t in ("Initialized", "Ready", "ContainersReady")
+                        {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
+                        *(
+                            {"type": t, "status": str(ready), "lastTransitionTime": stamp}
+                            for t in ("Ready", "ContainersReady")
+                        ),
                     ],
                     "containerStatuses": [
                         {
                             "name": "c",
-                            "ready": True,
+                            "ready": ready,
                             "started": True,
                             "restartCount": 0,
                             "image": "busybox",
@@ -367,6 +378,7 @@ def flip_spec(
 # -- ReplicaSet --------------------------------------------------------------------------------
 
 WEB = {"app": "web"}
+FAILURE = "ReplicaFailure"
 
 
 def workload(kind: tuple[str, str], name: str, template: Obj, replicas: int, **meta: Any) -> Obj:
@@ -396,30 +408,109 @@ def loose_pod(env: ScenarioEnv, name: str, labels: dict[str, str], owner: Obj | 
     }
 
 
-async def rs_check(env: ScenarioEnv) -> list[str]:
-    rs = await env.get(*RS, "web")
+def is_available(pod: Obj, min_ready_seconds: int, now: float) -> bool:
+    """Kubernetes' ``IsPodAvailable``: Ready, and (with ``minReadySeconds``) Ready since
+    more than that many seconds before ``now``."""
+    if not is_pod_ready(pod):
+        return False
+    if not min_ready_seconds:
+        return True
+    since = parse_time((pod_condition(pod, "Ready") or {}).get("lastTransitionTime"))
+    return since is not None and since + min_ready_seconds < now
+
+
+async def rs_events(env: ScenarioEnv, rs: str, reason: str) -> list[Obj]:
+    """The Events of the ReplicaSet ``rs`` with ``reason``."""
+    return [
+        e
+        for e in await env.list("v1", "Event")
+        if (e.get("involvedObject") or {}).get("name") == rs
+        and (e.get("involvedObject") or {}).get("kind") == "ReplicaSet"
+        and e.get("reason") == reason
+    ]
+
+
+async def rs_problems(env: ScenarioEnv, name: str, *, pods: int | None = None) -> list[str]:
+    """What is wrong with the ReplicaSet ``name``: its active pods (``spec.replicas`` of
+    them, or ``pods`` while the scenario makes the API refuse creates or deletes), matching
+    orphans not adopted, and its status against its pods: ``replicas`` (the active pods),
+    ``fullyLabeledReplicas`` (those carrying every template label), ``readyReplicas``,
+    ``availableReplicas`` (ready for more than ``minReadySeconds``, on the scenario's
+    clock), ``observedGeneration``. Converged also means settled: every pod is available
+    (but those kept not ready with :data:`READY_ANNOTATION`)."""
+    rs = await env.get(*RS, name)
     if rs is None:
-        return ["the ReplicaSet is gone"]
-    replicas = rs["spec"]["replicas"]
-    labels = rs["spec"]["template"]["metadata"]["labels"]
-    pods = await env.list(*POD)
-    mine = [p for p in controlled_by(pods, _uid(rs)) if is_pod_active(p)]
+        return [f"the ReplicaSet {name} is gone"]
+    spec = rs["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    min_ready = spec.get("minReadySeconds") or 0
+    all_pods = await env.list(*POD)
+    mine = [p for p in controlled_by(all_pods, _uid(rs)) if is_pod_active(p)]
     problems: list[str] = []
-    compare(problems, "the number of active pods", len(mine), replicas)
-    fully = sum(1 for p in mine if labels.items() <= (_meta(p).get("labels") or {}).items())
+    want = spec["replicas"] if pods is None else pods
+    compare(problems, f"the number of active pods of {name}", len(mine), want)
     orphans = [
         p
-        for p in pods
+        for p in all_pods
         if controller_ref(p) is None and is_pod_active(p) and selector_matches(rs, p)
     ]
     if orphans:
         problems.append(f"matching orphans not adopted: {sorted(map(_name, orphans))}")
     status = rs.get("status") or {}
-    compare(problems, "status.replicas", status.get("replicas"), replicas)
-    compare(problems, "status.fullyLabeledReplicas", status.get("fullyLabeledReplicas"), fully)
-    ready = sum(1 for p in mine if is_pod_ready(p))
-    compare(problems, "status.readyReplicas", status.get("readyReplicas"), ready)
+    now = env.clock()
+    expected = {
+        "replicas": len(mine),
+        "fullyLabeledReplicas": sum(
+            1 for p in mine if labels.items() <= (_meta(p).get("labels") or {}).items()
+        ),
+        "readyReplicas": sum(1 for p in mine if is_pod_ready(p)),
+        "availableReplicas": sum(1 for p in mine if is_available(p, min_ready, now)),
+    }
+    for field, value in expected.items():
+        compare(problems, f"{name}'s status.{field}", status.get(field), value)
+    # converged means settled: every pod the stand-in kubelet keeps ready has been ready
+    # for minReadySeconds
+    settled = [p for p in mine if _annotation(p, READY_ANNOTATION) != "false"]
+    late = [_name(p) for p in settled if not is_available(p, min_ready, now)]
+    if late:
+        problems.append(f"pods of {name} not available yet: {sorted(late)}")
     compare_generation(problems, rs)
+    return problems
+
+
+async def rs_check(env: ScenarioEnv) -> list[str]:
+    """The ReplicaSet converged; while the scenario makes the API refuse pod creates or
+    deletes, it reports the condition ``ReplicaFailure`` (reason ``FailedCreate`` or
+    ``FailedDelete``, the error as message, a lastTransitionTime that stays while the
+    failure goes on) and a Warning Event of that reason; once they work again the
+    condition is gone and each pod it deleted has its ``SuccessfulDelete`` Event."""
+    failing = env.data.get("rs-failing")
+    problems = await rs_problems(env, "web", pods=env.data.get("rs-pods"))
+    rs = await env.get(*RS, "web")
+    if rs is None:
+        return problems
+    failure = condition(rs, FAILURE)
+    if failing is None and failure:
+        problems.append(f"condition {FAILURE} is still there: {failure}")
+    if failing is not None:
+        since = failure.get("lastTransitionTime")
+        if failure.get("status") != "True" or failure.get("reason") != failing:
+            problems.append(f"condition {FAILURE} is {failure or None}, want reason {failing}")
+        elif not failure.get("message") or parse_time(since) is None:
+            problems.append(f"condition {FAILURE} lacks a message or lastTransitionTime")
+        elif env.data.setdefault("rs-failing-since", since) != since:
+            problems.append(
+                f"condition {FAILURE} moved its lastTransitionTime while the failure went on"
+            )
+        if not await rs_events(env, "web", failing):
+            problems.append(f"no Warning Event {failing} for the ReplicaSet")
+    doomed = env.data.get("rs-doomed") or ()
+    if doomed:
+        active = {_name(p) for p in await rs_pods(env)}
+        messages = {e.get("message") for e in await rs_events(env, "web", "SuccessfulDelete")}
+        missing = [n for n in doomed if n not in active and f"Deleted pod: {n}" not in messages]
+        if missing:
+            problems.append(f"no SuccessfulDelete Event for the deleted pods {missing}")
     return problems
 
 
@@ -471,6 +562,108 @@ async def rs_mangle_status(env: ScenarioEnv) -> None:
     )
 
 
+async def rs_orphan_starts_matching(env: ScenarioEnv) -> None:
+    """A running orphan without labels gets the ReplicaSet's: it is adopted (and one pod
+    too many goes). Only the label change can tell the controller (no other update of the
+    pod follows it)."""
+    pod = await env.api.create(loose_pod(env, "web-late", {}))
+    await set_pod_status(env, pod, ready_status(env))
+    await asyncio.sleep(0.3)  # the stand-in kubelet has seen it running: it writes no more
+    await env.api.patch(
+        *POD,
+        "web-late",
+        {"metadata": {"labels": {**WEB, "tier": "front"}}},
+        namespace=env.namespace,
+    )
+
+
+def rs_scale(replicas: int) -> Any:
+    async def scale(env: ScenarioEnv) -> None:
+        await env.api.patch(*RS, "web", {"spec": {"replicas": replicas}}, namespace=env.namespace)
+
+    return scale
+
+
+async def rs_creation_fails(env: ScenarioEnv) -> None:
+    """The API refuses the controller's pod creates (a quota, a webhook), and a pod goes."""
+    pods = await rs_pods(env)
+    env.reject_writes("create", "Pod")
+    env.data.update({"rs-failing": "FailedCreate", "rs-pods": len(pods) - 1})
+    await delete_first_pod(env, pods)
+
+
+async def rs_creation_keeps_failing(env: ScenarioEnv) -> None:
+    """Time passes (the controller tries again) while creates still fail."""
+    env.clock.advance(30)
+
+
+async def rs_creation_works_again(env: ScenarioEnv) -> None:
+    env.accept_writes()
+    for key in ("rs-failing", "rs-pods", "rs-failing-since"):
+        env.data.pop(key, None)
+
+
+async def rs_deletion_fails(env: ScenarioEnv) -> None:
+    """The API refuses the controller's pod deletes, and the ReplicaSet is scaled down."""
+    pods = await rs_pods(env)
+    env.reject_writes("delete", "Pod")
+    env.data.update({"rs-failing": "FailedDelete", "rs-pods": len(pods)})
+    await rs_scale(len(pods) - 1)(env)
+
+
+async def rs_deletion_works_again(env: ScenarioEnv) -> None:
+    env.data["rs-doomed"] = sorted(_name(p) for p in await rs_pods(env))
+    await rs_creation_works_again(env)
+
+
+HOLD = "conformance.kcore.io/hold"
+"""A finalizer of the test's: a deleted pod that carries it stays, being deleted."""
+
+
+async def rs_deleted_pods_linger(env: ScenarioEnv) -> None:
+    """Every pod gets a finalizer, so that a deleted pod stays (with deletionTimestamp,
+    no longer counted) until it is removed; then the ReplicaSet is scaled down."""
+    for pod in await rs_pods(env):
+        await env.api.patch(
+            *POD, _name(pod), {"metadata": {"finalizers": [HOLD]}}, namespace=env.namespace
+        )
+    await rs_scale(2)(env)
+
+
+async def rs_delete_a_lingering_pod(env: ScenarioEnv) -> None:
+    """Another pod is deleted and lingers: the ReplicaSet must replace it at once (the
+    deletion it made itself counts as seen once the pod has its deletionTimestamp)."""
+    await delete_first_pod(env, await rs_pods(env))
+
+
+async def rs_lingering_pods_go(env: ScenarioEnv) -> None:
+    for pod in await env.list(*POD):
+        if HOLD in (_meta(pod).get("finalizers") or ()):
+            await env.api.patch(
+                *POD, _name(pod), {"metadata": {"finalizers": []}}, namespace=env.namespace
+            )
+    await rs_scale(3)(env)
+
+
+async def rs_stale_failure(env: ScenarioEnv) -> None:
+    """Someone writes a ReplicaFailure condition into a healthy ReplicaSet's status: the
+    controller's next sync succeeds and removes it."""
+    stale = {
+        "type": FAILURE,
+        "status": "True",
+        "reason": "FailedCreate",
+        "message": "stale",
+        "lastTransitionTime": env.stamp(),
+    }
+    await env.api.patch(
+        *RS,
+        "web",
+        {"status": {"conditions": [stale]}},
+        namespace=env.namespace,
+        subresource="status",
+    )
+
+
 async def rs_foreign(env: ScenarioEnv) -> list[Obj]:
     return [await foreign_pod(env, "web-foreign", {**WEB, "tier": "front"})]
 
@@ -484,10 +677,132 @@ async def rs_summary(env: ScenarioEnv) -> Any:
         sorted(sorted((_meta(p).get("labels") or {}).items()) for p in pods),
         status.get("replicas"),
         status.get("fullyLabeledReplicas"),
+        status.get("availableReplicas"),
     )
 
 
+# A rollout half-way, as a Deployment leaves it: roll-old and roll-new, both controlled by
+# the Deployment roll (which no controller runs here), on two nodes. roll-new has one pod
+# too many; Kubernetes deletes first the pod on the node with the most pods related to it
+# (the pods of every ReplicaSet of the same controller, each counted once, whoever owns
+# them), and only then the pod ready for less time. n1 has the three roll-old pods and
+# roll-new-z (4 related), n2 has roll-new-b, -c, -d and three unrelated pods (3 related):
+# roll-new-z goes, though it has been ready longest. roll-old's selector also matches
+# roll-new's pods, so counting a pod once per selector, counting unrelated pods, or
+# leaving roll-old's pods out picks a pod on n2 (roll-new-d, ready for 2 s) instead.
+# minReadySeconds is 10: roll-new-d becomes available 8 s after the controller starts (the
+# ReplicaSet is queued again minReadySeconds after a sync that found every pod ready but
+# not all available). Later a pod stops being ready and another is replaced: the new
+# pod is available minReadySeconds + 1 s after it became ready (Kubernetes queues the
+# ReplicaSet again then, when it sees a pod become ready). Last, a pod of roll-new gets
+# roll-old's labels: released by roll-new, it must be adopted by roll-old.
+
+ROLL = {"app": "roll"}
+ROLL_MIN_READY = 10
+ROLL_DOOMED = "roll-new-z"
+
+
+def roll_rs(name: str, hash_: str, selector: dict[str, str], owner: Obj, **labels: str) -> Obj:
+    template = pod_template({**ROLL, "pod-template-hash": hash_, **labels})
+    rs = workload(RS, name, template, 3)
+    rs["metadata"].update(
+        namespace=_meta(owner).get("namespace"),
+        ownerReferences=[owner_reference(owner)],
+        labels=dict(ROLL),
+    )
+    rs["spec"].update(selector={"matchLabels": selector}, minReadySeconds=ROLL_MIN_READY)
+    return rs
+
+
+async def roll_pod(
+    env: ScenarioEnv,
+    name: str,
+    node: str,
+    labels: dict[str, str],
+    ready_for: float,
+    owner: Obj | None,
+) -> None:
+    pod = loose_pod(env, name, labels, owner)
+    pod["spec"]["nodeName"] = node
+    await env.api.create(pod)
+    status = ready_status(env)
+    for c in status["conditions"]:
+        c["lastTransitionTime"] = env.stamp(-ready_for)
+    await set_pod_status(env, pod, status)
+
+
+async def roll_seed(env: ScenarioEnv) -> None:
+    deployment = workload(DEPLOYMENT, "roll", pod_template(ROLL), 3, namespace=env.namespace)
+    deployment["spec"]["selector"] = {"matchLabels": ROLL}
+    deployment = await env.api.create(deployment)
+    # roll-old's template has a label its pods lack: fullyLabeledReplicas is 0
+    old = await env.api.create(roll_rs("roll-old", "old", ROLL, deployment, track="stable"))
+    new = await create_owner(
+        env, roll_rs("roll-new", "new", {**ROLL, "pod-template-hash": "new"}, deployment)
+    )
+    old_labels = {**ROLL, "pod-template-hash": "old"}
+    new_labels = {**ROLL, "pod-template-hash": "new"}
+    for i in range(3):
+        await roll_pod(env, f"roll-old-{i}", "n1", old_labels, 1000, old)
+        await roll_pod(env, f"roll-other-{i}", "n2", {"app": "other"}, 1000, None)
+    for suffix, ready_for in (("b", 100), ("c", 100), ("d", 2)):
+        await roll_pod(env, f"roll-new-{suffix}", "n2", new_labels, ready_for, new)
+    await roll_pod(env, ROLL_DOOMED, "n1", new_labels, 2000, new)
+
+
+async def roll_check(env: ScenarioEnv) -> list[str]:
+    problems = await rs_problems(env, "roll-new") + await rs_problems(env, "roll-old")
+    doomed = await env.get(*POD, ROLL_DOOMED)
+    if doomed is not None and is_pod_active(doomed):
+        problems.append(
+            f"{ROLL_DOOMED} (on the node with the most related pods) was not the one deleted"
+        )
+    return problems
+
+
+async def roll_readiness_fails(env: ScenarioEnv) -> None:
+    await env.api.patch(
+        *POD,
+        "roll-new-c",
+        {"metadata": {"annotations": {READY_ANNOTATION: "false"}}},
+        namespace=env.namespace,
+    )
+
+
+async def roll_delete_a_pod(env: ScenarioEnv) -> None:
+    await env.api.delete(*POD, "roll-new-b", env.namespace)
+
+
+async def roll_pod_moves_to_old(env: ScenarioEnv) -> None:
+    """roll-new-d gets roll-old's template hash: roll-new releases it, and roll-old (whose
+    selector matches it) adopts it once it is an orphan; each scales to its replicas."""
+    await env.api.patch(
+        *POD,
+        "roll-new-d",
+        {"metadata": {"labels": {"pod-template-hash": "old"}}},
+        namespace=env.namespace,
+    )
+
+
+async def roll_foreign(env: ScenarioEnv) -> list[Obj]:
+    return [await foreign_pod(env, "roll-foreign", {**ROLL, "pod-template-hash": "new"})]
+
+
+async def roll_summary(env: ScenarioEnv) -> Any:
+    result = []
+    for name in ("roll-new", "roll-old"):
+        rs = await owner_named(env, RS, name)
+        status = rs.get("status") or {}
+        pods = await active_pods_of(env, RS, name)
+        seeded = sorted(_name(p) for p in pods if _name(p).startswith("roll-"))
+        result.append((name, len(pods), seeded, status.get("availableReplicas")))
+    return result
+
+
 def replicaset_scenarios() -> list[Scenario]:
+    def companions() -> list[Any]:
+        return [garbage_collector(DEPLOYMENT, RS, POD), ConformanceKubelet()]
+
     return [
         Scenario(
             name="web",
@@ -502,14 +817,46 @@ def replicaset_scenarios() -> list[Scenario]:
                 "delete-a-pod": rs_delete_a_pod,
                 "relabel-a-pod": rs_relabel_a_pod,
                 "mangle-status": rs_mangle_status,
+                "orphan-starts-matching": rs_orphan_starts_matching,
+                "pod-creation-fails": rs_creation_fails,
+                "pod-creation-keeps-failing": rs_creation_keeps_failing,
+                "pod-creation-works-again": rs_creation_works_again,
+                "pod-deletion-fails": rs_deletion_fails,
+                "pod-deletion-works-again": rs_deletion_works_again,
+                "scale-to-zero": rs_scale(0),
+                "scale-up-again": rs_scale(3),
+                "deleted-pods-linger": rs_deleted_pods_linger,
+                "delete-a-lingering-pod": rs_delete_a_lingering_pod,
+                "lingering-pods-go": rs_lingering_pods_go,
+                "stale-failure-condition": rs_stale_failure,
             },
             foreign=rs_foreign,
             flip=flip_spec(RS, "web", "replicas", 4, 3),
             flip_cost=9,
             owner=owned(RS, "web", POD),
             summary=rs_summary,
-            companions=lambda: [garbage_collector(RS, POD)],
-        )
+            companions=companions,
+            time_to_converge=20.0,
+        ),
+        Scenario(
+            name="rollout",
+            seed=roll_seed,
+            check=roll_check,
+            perturbations={
+                "a-pod-stops-being-ready": roll_readiness_fails,
+                "delete-a-ready-pod": roll_delete_a_pod,
+                "a-pod-moves-to-the-old-replicaset": roll_pod_moves_to_old,
+            },
+            foreign=roll_foreign,
+            flip=flip_spec(RS, "roll-new", "replicas", 4, 3),
+            flip_cost=9,
+            owner=owned(RS, "roll-new", POD),
+            summary=roll_summary,
+            companions=companions,
+            # a pod is available minReadySeconds + 1 s after it is ready; 2 s more for
+            # the stand-in kubelet to start it
+            time_to_converge=ROLL_MIN_READY + 3,
+        ),
     ]
 
 
