@@ -105,6 +105,7 @@ TARGETS: dict[str, dict] = {
             "_Outbox.resolve: and -> or in `op.loop is not None and op.future is not None`": "every _Op is made by _call with both its loop and its future, so the two tests agree",
             "SqliteStore.close: drop `self._stopped = True`": "the writer thread's _stop sets it again, under the same lock, before close() returns; a call racing close() is queued behind _CLOSE and failed by _stop's sweep of the queue, as it would be refused",
             "SqliteStore._register: 1 -> 2": "db.replay() right after makes the same check with - 1 on the same thread with the same state (like the excluded drop of this raise)",
+            "SqliteStore._run: negate condition `len(batch) < MAX_BATCH`": "the writer then takes one operation per batch (as with MAX_BATCH 0, excluded above): batching is throughput only",
         },
     },
     "runtime_linux": {

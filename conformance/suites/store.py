@@ -1315,6 +1315,25 @@ class StoreConformance:
         await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
 
     @async_test
+    async def test_close_lets_calls_in_flight_finish(self, store_factory: Any) -> None:
+        """``close`` while writes are on their way: each of them either takes effect and
+        returns its value, or raises ``PermanentError``; none is left hanging."""
+        store = await store_factory()
+        p = unique_prefix()
+        try:
+            writes = [asyncio.ensure_future(store.create(f"{p}{i}", b"x")) for i in range(8)]
+            await asyncio.sleep(0)  # let them start, as callers on other tasks would have
+        finally:
+            await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+        done, pending = await asyncio.wait(writes, timeout=EVENT_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        assert not pending, f"{len(pending)} of 8 writes made before close() never finished"
+        for task in done:
+            error = task.exception()
+            assert error is None or isinstance(error, PermanentError), repr(error)
+
+    @async_test
     async def test_a_reopened_store_is_the_same_store(
         self, store_factory: Any, kcore_settings_factory: Any
     ) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from kcore import Invalid, Settings, hookimpl
+from kcore import Invalid, PermanentError, Settings, hookimpl
 
 
 @hookimpl
@@ -65,8 +65,11 @@ def _prefix_of(settings: Settings, prefix: str) -> str:
     if template == prefix and chosen.strip():
         return chosen.strip()
     chosen = resolve_prefix(prefix)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(record, f"{prefix}\n{chosen}\n".encode(), 0o600)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(record, f"{prefix}\n{chosen}\n".encode(), 0o600)
+    except OSError as exc:
+        raise PermanentError(f"store_etcd: cannot record the keyspace in {record}: {exc}") from exc
     return chosen
 
 

@@ -245,6 +245,7 @@ class _Connection:
         self.timeout = timeout
         self.retry_timeout = retry_timeout
         self.current = 0
+        self.closing = False
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._kv: dict[int, rpc.KVStub] = {}
 
@@ -295,6 +296,12 @@ class _Connection:
                 return await getattr(stub, method)(
                     request, timeout=timeout or self.timeout, metadata=METADATA
                 )
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self.closing and task is not None and not task.cancelling():
+                    # Not our caller's cancellation: close() ended the channel under us.
+                    raise PermanentError(f"store_etcd: {what}: the store was closed") from None
+                raise
             except grpc.aio.AioRpcError as exc:
                 if not _retryable(exc, mutating) or loop.time() + delay > deadline:
                     where = f"{what} at {self.endpoints[index]}"
@@ -310,10 +317,13 @@ class _Connection:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def close(self) -> None:
+        """Close the channels, letting calls in flight finish for up to a call's timeout;
+        those still running then fail with ``PermanentError``."""
+        self.closing = True
         channels, self._channels, self._kv = list(self._channels.values()), {}, {}
         for channel in channels:
             with contextlib.suppress(Exception):
-                await channel.close()
+                await channel.close(grace=self.timeout)
 
 
 # -- keys and values -----------------------------------------------------------------------------
