@@ -597,11 +597,7 @@ class NetworkConformance:
             missing = expected - await routes_in(pod.ns)
             assert not missing, f"routes of the answer missing in the pod's namespace: {missing}"
             await assert_usable_addresses(pod)
-        seen: dict[str, str] = {}
-        for pod in pods:
-            for ip in pod.ips:
-                assert ip not in seen, f"pods {seen.get(ip)} and {pod.uid} both got {ip}"
-                seen[ip] = pod.uid
+        assert_distinct(pods, "pods set up one after another")
 
     @long_network_test
     async def test_concurrent_setups_get_distinct_addresses(self, network: Any) -> None:
