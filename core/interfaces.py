@@ -143,7 +143,9 @@ class RuntimeService(Protocol):
     * sandbox status: ``id``, ``metadata``, ``state`` (:data:`SANDBOX_READY` |
       :data:`SANDBOX_NOTREADY`), ``created_at`` (ns), ``network`` {``ip``}, ``labels``,
       ``annotations``, ``runtime_handler``, and kcore's ``netns_path`` (where the network
-      slot wires the pod; ``None`` for host network).
+      slot wires the pod; ``None`` for host network) and ``pid`` (the sandbox's infra
+      process on the host while it is READY, for a runtime that has processes; absent or
+      ``None`` otherwise).
     * container status: ``id``, ``pod_sandbox_id``, ``metadata``, ``state``
       (``CONTAINER_*``), ``created_at``, ``started_at``, ``finished_at`` (ns; 0 = not
       yet), ``exit_code``, ``image``, ``image_ref``, ``image_id``, ``reason`` (``Completed``,
