@@ -404,6 +404,20 @@ def crash_of(crash_network: Any) -> Any:
     return crash_network
 
 
+async def _crash_bed(
+    network_factory: Any, small_pod_range: Any, crash_network: Any
+) -> tuple[Any, int, Any, Restarts, Harness]:
+    """What the crash checks start from: the small range's settings and size, the crash
+    fixture, the restarts on those settings with a first plugin object open (it must
+    have ``pod_addresses`` and ``survives_restart``) and a harness on it; or a skip."""
+    settings, size = small_range_of(small_pod_range)
+    crash = crash_of(crash_network)
+    restarts = Restarts.start(network_factory, settings)
+    first = await restarts.open()
+    require(first, "pod_addresses", "survives_restart")
+    return settings, size, crash, restarts, Harness(first)
+
+
 def assert_distinct(pods: Sequence[Pod], what: str) -> None:
     """No two of ``pods`` share an address."""
     owner: dict[str, str] = {}
@@ -1006,12 +1020,9 @@ class NetworkConformance:
         other one and returns exactly its uid; both namespaces are as before their
         set-ups, the live pod still checks, and the range has room for ``size`` pods
         again: the live one and ``size - 1`` new ones."""
-        settings, size = small_range_of(small_pod_range)
-        crash = crash_of(crash_network)
-        restarts = Restarts.start(network_factory, settings)
-        first = await restarts.open()
-        require(first, "pod_addresses", "survives_restart")
-        h = Harness(first)
+        settings, size, crash, restarts, h = await _crash_bed(
+            network_factory, small_pod_range, crash_network
+        )
         live = await restarts.setup(await h.netns())
         await restarts.close()
         crashed = []
@@ -1047,12 +1058,9 @@ class NetworkConformance:
         range; set up again, the second either gets an address no other pod has or is
         refused with :class:`kcore.TemporaryError` without freeing anyone's address. Once
         every pod is torn down, ``size`` pods fit again."""
-        settings, size = small_range_of(small_pod_range)
-        crash = crash_of(crash_network)
-        restarts = Restarts.start(network_factory, settings)
-        first = await restarts.open()
-        require(first, "pod_addresses", "survives_restart")
-        h = Harness(first)
+        settings, size, crash, restarts, h = await _crash_bed(
+            network_factory, small_pod_range, crash_network
+        )
         a = await restarts.setup(await h.netns())
         b = await restarts.setup(await h.netns())
         await restarts.close()

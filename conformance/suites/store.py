@@ -81,6 +81,31 @@ def require(store: Any, *capabilities: Capability, pinned: Iterable[Capability] 
         pytest.skip(f"store lacks capability {cap.value}")
 
 
+def small_disk_store(store_on_small_disk: Any) -> Callable[[Path], Awaitable[Any]]:
+    """The ``store_on_small_disk`` fixture's ``make``, or a skip."""
+    if store_on_small_disk is None:
+        pytest.skip("store lacks capability disk_faults: its store_factory takes no settings")
+    return store_on_small_disk
+
+
+async def assert_each_raises(
+    calls: dict[str, Callable[[], Awaitable[Any]]],
+    errors: tuple[type[BaseException], ...],
+    when: str,
+) -> None:
+    """Each of ``calls`` raises one of ``errors`` within :data:`EVENT_TIMEOUT`: none
+    hangs, none answers."""
+    for name, call in calls.items():
+        try:
+            await asyncio.wait_for(call(), EVENT_TIMEOUT)
+        except errors:
+            continue
+        except TimeoutError:
+            raise AssertionError(f"{name}() {when} hung") from None
+        wanted = " or ".join(e.__name__ for e in errors)
+        raise AssertionError(f"{name}() {when} did not raise {wanted}")
+
+
 def unique_prefix() -> str:
     return f"{KEY_ROOT}{uuid.uuid4().hex[:12]}/"
 
@@ -1304,14 +1329,7 @@ class StoreConformance:
             "current_revision": lambda: store.current_revision(),
             "compact": lambda: store.compact(kv.revision),
         }
-        for name, call in calls.items():
-            try:
-                await asyncio.wait_for(call(), EVENT_TIMEOUT)
-            except PermanentError:
-                continue
-            except TimeoutError:
-                raise AssertionError(f"{name}() after close() hung") from None
-            raise AssertionError(f"{name}() after close() did not raise PermanentError")
+        await assert_each_raises(calls, (PermanentError,), "after close()")
         await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
 
     @async_test
@@ -1421,10 +1439,9 @@ class StoreConformance:
         may pass later) and changes nothing: no value, no revision, no watch event. Writes
         queued together with it are each applied or refused as a whole. Once there is room
         again, writes work and the revisions go on without a gap."""
-        if store_on_small_disk is None:
-            pytest.skip("store lacks capability disk_faults: its store_factory takes no settings")
+        make = small_disk_store(store_on_small_disk)
         with SmallDisk(tmp_path / "small-disk") as disk:
-            store = await store_on_small_disk(disk.path)
+            store = await make(disk.path)
             try:
                 await self._check_full_disk(store, disk)
             finally:
@@ -1437,12 +1454,11 @@ class StoreConformance:
         """A store that cannot write its data directory (read-only) refuses to start, or
         fails every call with ``PermanentError`` or ``TemporaryError``: none hangs, nothing
         pretends to work, and ``close()`` still returns."""
-        if store_on_small_disk is None:
-            pytest.skip("store lacks capability disk_faults: its store_factory takes no settings")
+        make = small_disk_store(store_on_small_disk)
         errors = (PermanentError, TemporaryError)
         with SmallDisk(tmp_path / "read-only-disk", "1m", read_only=True) as disk:
             try:
-                store = await asyncio.wait_for(store_on_small_disk(disk.path), EVENT_TIMEOUT)
+                store = await asyncio.wait_for(make(disk.path), EVENT_TIMEOUT)
             except errors:
                 return  # refused to start: clear enough
             try:
@@ -1457,21 +1473,13 @@ class StoreConformance:
                         "store lacks capability disk_faults: it wrote with its data directory"
                         " read-only (the data is kept elsewhere)"
                     )
-                for name, call in (
-                    ("get", lambda: store.get(p + "a")),
-                    ("list", lambda: store.list(p)),
-                    ("update", lambda: store.update(p + "a", b"2")),
-                    ("current_revision", lambda: store.current_revision()),
-                ):
-                    try:
-                        await asyncio.wait_for(call(), EVENT_TIMEOUT)
-                    except errors:
-                        continue
-                    except TimeoutError:
-                        raise AssertionError(
-                            f"{name}() on a store that cannot start hung"
-                        ) from None
-                    raise AssertionError(f"{name}() answered on a store that could not write")
+                calls = {
+                    "get": lambda: store.get(p + "a"),
+                    "list": lambda: store.list(p),
+                    "update": lambda: store.update(p + "a", b"2"),
+                    "current_revision": lambda: store.current_revision(),
+                }
+                await assert_each_raises(calls, errors, "on a store that could not write")
             finally:
                 await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
 
@@ -1876,4 +1884,4 @@ def _by_key(kv: KeyValue) -> str:
     return kv.key
 
 
-__all__ = ["StoreConformance", "require"]
+__all__ = ["SmallDisk", "StoreConformance", "require"]

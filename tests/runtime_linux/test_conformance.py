@@ -26,7 +26,8 @@ SYS_CLONE3 = 435  # the same number on every architecture
 
 def _start_time(pid: int) -> int | None:
     """The start time of ``pid`` (``/proc/<pid>/stat`` field 22), None once it is dead
-    (gone, or a zombie)."""
+    (gone, or a zombie). The fixture reads it itself: runtime_linux's ``_process_start``
+    is the code under test (and under mutation), so the fault must not depend on it."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
