@@ -28,7 +28,16 @@ Semantics every backend must keep (the store conformance suite checks each):
   :class:`~kcore.errors.TemporaryError` when it may pass later, and changes nothing: no
   value, no revision, no watch event.
 * After ``close()`` every call raises :class:`~kcore.errors.PermanentError`; closing again
-  is harmless.
+  is harmless. ``close()`` returns once the calls made before it have finished.
+* Every failure reaches the caller as a :class:`~kcore.errors.KcoreError`; one caused by
+  the backend (an I/O error, damaged data, a dead connection or worker) chains the
+  backend's exception as ``__cause__``. Once the backend has died, every call raises
+  ``PermanentError`` or ``TemporaryError`` and open watches end with one of them, never as
+  if they had been closed. Damaged data is refused with ``PermanentError``, never handed
+  out as if it were whole.
+* A watcher that falls behind gets every event or a gapless prefix and then ``Expired``.
+  A backend may say how many unread events it keeps per watch in an ``int`` attribute
+  ``watch_backlog``.
 * A ``durable`` store made again on the same settings (a restarted daemon) has every
   acknowledged write, its history and compaction, and goes on from the same revision.
 

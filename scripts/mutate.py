@@ -9,6 +9,7 @@ mutants the suite kills (a failing or hanging run) and those that survive::
     python scripts/mutate.py store_sqlite --max 60          # a named target (TARGETS below)
     python scripts/mutate.py --file pkg/mod.py --cmd 'python -m pytest tests/x -q -x'
     python scripts/mutate.py ipam --list                    # only list the mutants
+    python scripts/mutate.py store_sqlite --max 60 --jobs 2 # two mutants at a time
 
 How a mutant is applied. By default the file in the tree is never touched: the test
 command runs with a ``sitecustomize`` on ``PYTHONPATH`` that makes the interpreter (and any
@@ -19,6 +20,11 @@ marker when the mutant module is imported; a run that never imported it is repor
 error instead of a survivor. ``--in-place`` writes the mutant into the file itself (for code
 that is loaded by path, not imported), always restores the original bytes afterwards (also
 on Ctrl-C or SIGTERM) and checks the file's SHA-256 at the end.
+
+``--jobs N`` runs up to N mutants at the same time, each in a worker of its own (its own
+overlay, marker and pytest ``--basetemp``); results keep the order of the mutant list. The
+test command must then tolerate running next to itself (names unique to the run). One file
+holds one mutant, so ``--in-place`` runs one at a time.
 
 Mutants that change nothing observable (equivalent mutants) are excluded per target with a
 reason (``exclude`` in TARGETS); they are listed but not counted.
@@ -33,15 +39,17 @@ import copy
 import hashlib
 import json
 import os
+import queue
 import random
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,8 +80,19 @@ TARGETS: dict[str, dict] = {
             "SqliteStore._register: drop `raise Expired(f'revision {after_revision + 1}"
             " has been co...`": "db.replay() right after makes the same check on the same"
             " thread with the same state",
-            "SqliteStore._process: `return False` -> `return None`": "the caller only"
-            " tests the result's truth",
+            "SqliteStore._process_items: `return False` -> `return None`": "the caller"
+            " only tests the result's truth",
+            "Database.replay: drop `raise Expired(f'the history of {key} before revision"
+            " {rev...`": "unreachable: a delete's previous row is the key's live value just"
+            " before it, which compaction keeps (it is neither a tombstone nor superseded"
+            " below the compaction revision), and replay reads only rows above it",
+            "Database.__init__: negate condition `'locked' in str(exc)`": "both branches"
+            " stop the store with PermanentError on every call; only the message differs",
+            "Database.__init__: in -> not in in `'locked' in str(exc)`": "likewise, only the"
+            " message differs",
+            "SqliteStore.compact: True -> False": "compact then runs its two statements as"
+            " two transactions instead of one: only a crash of the process between them"
+            " could show it",
             "Database.replay: 1 -> 2 #2": "only the text of the Expired message",
             "Database.replay: >= -> > in `after >= upto`": "at after == upto the query asks"
             " for after < revision <= upto: no rows, the same empty answer",
@@ -573,9 +592,29 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_command(cmd: str, env: dict[str, str], timeout: float, cwd: Path) -> tuple[str, str]:
+class Cancel:
+    """Set by the main thread to end the test commands that worker threads run: ``stop``
+    ends each as a hang is ended (SIGINT, SIGKILL after a grace period), ``kill`` at once."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.kill = threading.Event()
+
+
+class Cancelled(Exception):
+    """A test run ended by :class:`Cancel`; it has no result."""
+
+
+# How often a worker thread looks at its Cancel while it waits for a test command.
+POLL = 0.2
+
+
+def run_command(
+    cmd: str, env: dict[str, str], timeout: float, cwd: Path, cancel: Cancel | None = None
+) -> tuple[str, str]:
     """Runs ``cmd``; returns (status, tail of output): passed, failed or timeout. The command
-    runs in a session of its own so that a hang is ended with everything it started."""
+    runs in a session of its own so that a hang is ended with everything it started. In the
+    main thread a KeyboardInterrupt ends it; in a worker thread ``cancel`` does (Cancelled)."""
     proc = subprocess.Popen(
         shlex.split(cmd),
         cwd=cwd,
@@ -584,29 +623,46 @@ def run_command(cmd: str, env: dict[str, str], timeout: float, cwd: Path) -> tup
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    deadline = time.monotonic() + timeout
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        out = _stop(proc)
-        return "timeout", out.decode(errors="replace")[-2000:]
+        while True:
+            if cancel is not None and cancel.stop.is_set():
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                out = _stop(proc, cancel=cancel)
+                return "timeout", out.decode(errors="replace")[-2000:]
+            try:
+                out, _ = proc.communicate(timeout=left if cancel is None else min(left, POLL))
+            except subprocess.TimeoutExpired:
+                continue
+            status = "passed" if proc.returncode == 0 else "failed"
+            return status, out.decode(errors="replace")[-2000:]
     except BaseException:
-        _stop(proc)
+        _stop(proc, cancel=cancel)
         raise
-    status = "passed" if proc.returncode == 0 else "failed"
-    return status, out.decode(errors="replace")[-2000:]
+    _stop(proc, cancel=cancel)
+    raise Cancelled(cmd)
 
 
-def _stop(proc: subprocess.Popen, grace: float = 30) -> bytes:
+def _stop(proc: subprocess.Popen, grace: float = 30, cancel: Cancel | None = None) -> bytes:
     """Ends a test run: SIGINT first, so that pytest still runs its fixtures' clean-up
-    (namespaces, bridges, cgroups), then SIGKILL for the whole session."""
+    (namespaces, bridges, cgroups), then SIGKILL for the whole session (at once when
+    ``cancel.kill`` is set)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGINT)
-    try:
-        out, _ = proc.communicate(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+    deadline = time.monotonic() + grace
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            out, _ = proc.communicate(timeout=max(0, min(left, POLL) if cancel else left))
+            return out or b""
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline or (cancel is not None and cancel.kill.is_set()):
+                break
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate()
     return out or b""
 
 
@@ -627,18 +683,32 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 class Runner:
-    def __init__(self, target: Target, in_place: bool = False, cwd: Path = REPO, verbose=False):
+    """Runs the test command on one mutant at a time, in a temporary directory of its own
+    (overlay, marker, mutant source, pytest's basetemp): concurrent runs need one each."""
+
+    def __init__(
+        self,
+        target: Target,
+        in_place: bool = False,
+        cwd: Path = REPO,
+        verbose=False,
+        original: bytes | None = None,
+    ):
         self.target = target
         self.in_place = in_place
         self.cwd = cwd
         self.verbose = verbose
-        self.original = target.file.read_bytes()
+        self.original = target.file.read_bytes() if original is None else original
         self.checksum = hashlib.sha256(self.original).hexdigest()
         self.source = self.original.decode()
         self.module = target.module or module_name(target.file)
         self.tmp = Path(tempfile.mkdtemp(prefix="kcore-mutate-"))
         (self.tmp / "site").mkdir()
         (self.tmp / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+
+    def sibling(self) -> Runner:
+        """Another runner on the same original source, with a temporary directory of its own."""
+        return Runner(self.target, self.in_place, self.cwd, self.verbose, self.original)
 
     def close(self) -> None:
         import shutil
@@ -660,20 +730,29 @@ class Runner:
             env["KCORE_MUTATE_ORIGIN"] = str(self.target.file.resolve())
             env["KCORE_MUTATE_MARKER"] = str(marker)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # pytest's temporary directories: one per runner, so that concurrent runs neither
+        # share nor remove each other's (appended: the last --basetemp wins).
+        basetemp = f"--basetemp={shlex.quote(str(self.tmp / 'pytest'))}"
+        env["PYTEST_ADDOPTS"] = " ".join(
+            p for p in (env.get("PYTEST_ADDOPTS", "").strip(), basetemp) if p
+        )
         return env, marker
 
-    def run(self, source: str) -> tuple[str, str, bool]:
+    def run(self, source: str, cancel: Cancel | None = None) -> tuple[str, str, bool]:
         """Runs the test command on ``source``: (status, output, whether it was loaded)."""
         env, marker = self._env(source)
+        command = (self.target.cmd, env, self.target.timeout, self.cwd, cancel)
         if not self.in_place:
-            status, out = run_command(self.target.cmd, env, self.target.timeout, self.cwd)
+            status, out = run_command(*command)
             return status, out, marker.exists()
         path = self.target.file
         written = source.encode()
+        # Only the main thread can take signals; main() turns SIGTERM into an interrupt.
+        in_main = threading.current_thread() is threading.main_thread()
         try:
-            with _sigterm_raises():
+            with _sigterm_raises() if in_main else contextlib.nullcontext():
                 path.write_bytes(written)
-                status, out = run_command(self.target.cmd, env, self.target.timeout, self.cwd)
+                status, out = run_command(*command)
         finally:
             if path.read_bytes() != written:
                 print(f"warning: {path} changed while a mutant was in it", file=sys.stderr)
@@ -691,12 +770,12 @@ class Runner:
         if not loaded:
             raise SystemExit(f"error: the suite never imported {self.module}")
 
-    def run_mutant(self, mutant: Mutant) -> Result:
+    def run_mutant(self, mutant: Mutant, cancel: Cancel | None = None) -> Result:
         if mutant.key in self.target.exclude:
             return Result(mutant, "excluded", reason=self.target.exclude[mutant.key])
         source = apply_mutant(self.source, mutant)
         start = time.monotonic()
-        status, _, loaded = self.run(source)
+        status, _, loaded = self.run(source, cancel)
         seconds = time.monotonic() - start
         if status == "timeout":
             return Result(mutant, "timeout", seconds)
@@ -705,6 +784,60 @@ class Runner:
         if not loaded:
             return Result(mutant, "error", seconds, "the suite never imported the module")
         return Result(mutant, "survived", seconds)
+
+
+def run_parallel(
+    runners: list[Runner],
+    mutants: list[Mutant],
+    job: Callable[[Runner, Mutant, Cancel], Result],
+    done: Callable[[int, Result], None],
+) -> None:
+    """Runs ``job`` on every mutant, on as many at once as there are runners (one worker
+    thread per runner, fed from one queue in list order), and calls ``done(index, result)``
+    in this thread as each finishes. An interrupt here (Ctrl-C, or SIGTERM through main's
+    handler) ends every running test command, waits for the workers and is raised again; a
+    second interrupt while waiting SIGKILLs what still runs."""
+    todo: queue.SimpleQueue[tuple[int, Mutant]] = queue.SimpleQueue()
+    for item in enumerate(mutants):
+        todo.put(item)
+    finished: queue.SimpleQueue[tuple[int, Result | BaseException]] = queue.SimpleQueue()
+    cancel = Cancel()
+
+    def work(runner: Runner) -> None:
+        while not cancel.stop.is_set():
+            try:
+                index, mutant = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                finished.put((index, job(runner, mutant, cancel)))
+            except Cancelled:
+                return
+            except BaseException as exc:  # handed to the main thread, which raises it
+                finished.put((index, exc))
+                return
+
+    threads = [
+        threading.Thread(target=work, args=(r,), name=f"mutate-{n}", daemon=True)
+        for n, r in enumerate(runners[: len(mutants)])
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in mutants:
+            index, result = finished.get()
+            if isinstance(result, BaseException):
+                raise result
+            done(index, result)
+    finally:
+        cancel.stop.set()
+        while any(t.is_alive() for t in threads):
+            try:
+                for thread in threads:
+                    thread.join()
+            except KeyboardInterrupt:
+                print("interrupted again; killing the running tests", file=sys.stderr)
+                cancel.kill.set()
 
 
 def select(mutants: list[Mutant], maximum: int | None, seed: int) -> list[Mutant]:
@@ -801,6 +934,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the summary and every result here")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run up to this many mutants at the same time (default 1)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="with --rerun: run nothing, report the earlier results with today's exclusions",
@@ -812,6 +951,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if args.in_place and args.jobs > 1:
+        parser.error("--in-place runs one mutant at a time (one file holds one mutant)")
     target = load_target(args)
 
     source = target.file.read_text()
@@ -832,9 +975,27 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"warning: {len(missing)} earlier mutants no longer exist", file=sys.stderr)
     runner = Runner(target, in_place=args.in_place, cwd=Path(args.cwd))
-    results: list[Result] = []
+    runners = [runner] + [runner.sibling() for _ in range(args.jobs - 1)]
+    results: list[Result | None] = [None] * len(chosen)
     if args.report_only:
         args.no_baseline = True
+
+    def job(runner: Runner, mutant: Mutant, cancel: Cancel) -> Result:
+        earlier = previous.get(mutant.key)
+        if earlier and mutant.key in target.exclude:
+            return Result(mutant, "excluded", reason=target.exclude[mutant.key])
+        if earlier and (args.report_only or earlier["status"] in ("killed", "timeout")):
+            return Result(mutant, earlier["status"], earlier["seconds"], "earlier run")
+        return runner.run_mutant(mutant, cancel)
+
+    def done(index: int, result: Result) -> None:
+        results[index] = result
+        finished = sum(r is not None for r in results)
+        print(
+            f"[{finished}/{len(chosen)}] {result.status:<8} {result.seconds:6.1f}s "
+            f"{result.mutant.location(os.path.basename(target.file))} {result.mutant.key}",
+            flush=True,
+        )
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -845,26 +1006,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.no_baseline:
             runner.baseline()
-        for n, mutant in enumerate(chosen, 1):
-            earlier = previous.get(mutant.key)
-            if earlier and mutant.key in target.exclude:
-                result = Result(mutant, "excluded", reason=target.exclude[mutant.key])
-            elif earlier and (args.report_only or earlier["status"] in ("killed", "timeout")):
-                result = Result(mutant, earlier["status"], earlier["seconds"], "earlier run")
-            else:
-                result = runner.run_mutant(mutant)
-            results.append(result)
-            print(
-                f"[{n}/{len(chosen)}] {result.status:<8} {result.seconds:6.1f}s "
-                f"{mutant.location(os.path.basename(target.file))} {mutant.key}",
-                flush=True,
-            )
+        run_parallel(runners, chosen, job, done)
     except KeyboardInterrupt:
         print("interrupted; reporting what ran", file=sys.stderr)
     finally:
-        runner.close()
+        for each in runners:
+            each.close()
         runner.verify_restored()
-    summary = report(target, len(mutants), results)
+    ran = [r for r in results if r is not None]  # in the order of the mutant list
+    summary = report(target, len(mutants), ran)
     if args.json:
         data = {
             "summary": summary,
@@ -877,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": round(r.seconds, 1),
                     "reason": r.reason,
                 }
-                for r in results
+                for r in ran
             ],
         }
         Path(args.json).write_text(json.dumps(data, indent=2))

@@ -160,3 +160,67 @@ def test_timeout_counts_as_caught(mutate, project):
         assert runner.run_mutant(mutant).status == "timeout"
     finally:
         runner.close()
+
+
+# Each test run of the --jobs test notes its pytest basetemp and then waits (bounded) until
+# the other run has noted its own: with two at a time both meet.
+MEETING = """\
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def meet(tmp_path_factory):
+    folder = os.environ.get("CALC_MEETING")
+    if not folder:
+        return
+    arrived = Path(folder, "arrived")
+    (arrived / str(os.getpid())).write_text(str(tmp_path_factory.getbasetemp()))
+    deadline = time.monotonic() + 60
+    while len(os.listdir(arrived)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if len(os.listdir(arrived)) >= 2:
+        Path(folder, "met", str(os.getpid())).touch()
+"""
+
+
+def test_jobs_run_mutants_at_once_with_the_same_results(mutate, project, monkeypatch):
+    (project / "conftest.py").write_text(MEETING)
+    argv = [
+        "--file", str(project / "calc.py"),
+        "--cmd", f"{sys.executable} -m pytest -q -p no:cacheprovider test_calc.py",
+        "--cwd", str(project),
+        "--max", "2", "--seed", "1",  # one killed mutant and one survivor
+        "--timeout", "120",
+        "--no-baseline",  # the baseline would wait for a partner alone
+    ]  # fmt: skip
+
+    def statuses(*extra: str) -> list[tuple[str, str]]:
+        out = project / "result.json"
+        assert mutate.main([*argv, "--json", str(out), *extra]) == 0
+        return [(r["key"], r["status"]) for r in json.loads(out.read_text())["results"]]
+
+    one_at_a_time = statuses()
+    assert one_at_a_time == [
+        ("is_adult: >= -> > in `age >= 18`", "killed"),
+        ("untested: negate condition `flag`", "survived"),
+    ]
+    meeting = project / "meeting"
+    (meeting / "arrived").mkdir(parents=True)
+    (meeting / "met").mkdir()
+    monkeypatch.setenv("CALC_MEETING", str(meeting))
+    assert statuses("--jobs", "2") == one_at_a_time  # in the list's order
+    assert len(list((meeting / "met").iterdir())) == 2  # the two runs overlapped
+    basetemps = [Path(p.read_text()) for p in (meeting / "arrived").iterdir()]
+    assert len(set(basetemps)) == 2 and {p.name for p in basetemps} == {"pytest"}
+
+
+def test_in_place_refuses_jobs(mutate, project, capsys):
+    argv = ["--file", str(project / "calc.py"), "--cmd", "true", "--in-place", "--jobs", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        mutate.main(argv)
+    assert exit_info.value.code != 0
+    assert "--in-place runs one mutant at a time" in capsys.readouterr().err

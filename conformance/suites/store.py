@@ -36,7 +36,7 @@ import random
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -86,6 +86,49 @@ def small_disk_store(store_on_small_disk: Any) -> Callable[[Path], Awaitable[Any
     if store_on_small_disk is None:
         pytest.skip("store lacks capability disk_faults: its store_factory takes no settings")
     return store_on_small_disk
+
+
+def fault(fixture: Any, capability: str, fixture_name: str) -> Any:
+    """An optional fault fixture's value, or a skip naming the capability."""
+    if fixture is None:
+        pytest.skip(f"store lacks capability {capability}: no {fixture_name} fixture")
+    return fixture
+
+
+async def drain(watch: AsyncIterator[WatchEvent]) -> tuple[list[WatchEvent], BaseException]:
+    """Every event until the watch ends, and how it ended (``StopAsyncIteration`` when it
+    just stopped)."""
+    events: list[WatchEvent] = []
+    try:
+        async for event in watch:
+            events.append(event)
+    except Exception as exc:
+        return events, exc
+    return events, StopAsyncIteration()
+
+
+async def check_slow_watcher(store: Any, default_writes: int) -> None:
+    """A watcher that reads nothing while writes go on either gets every event in the end,
+    or a gapless prefix of them and then ``Expired``: never a gap, never a hang. A store
+    with a ``watch_backlog`` (the unread events it keeps per watcher) gets that many
+    writes and ten more; one without gets ``default_writes``."""
+    backlog = getattr(store, "watch_backlog", None)
+    count = default_writes if backlog is None else backlog + 10
+    p = await keyspace(store)
+    start = await store.current_revision()
+    watch = open_watch(store, p, start)
+    w = Writes(store)
+    await w.create(p + "~first", b"")
+    assert_events([await next_event(watch)], w.events, "the first event")  # it is live now
+    await asyncio.gather(*(w.create(f"{p}{i:06}", b"") for i in range(count)))
+    expected = sorted(w.events[1:], key=lambda e: e.revision)
+    got: list[WatchEvent] = []
+    while len(got) < count:
+        try:
+            got.append(await next_event(watch, f"a watch {count} events behind"))
+        except Expired:
+            break
+    assert_events(got, expected[: len(got)], f"a watch {count} events behind")
 
 
 async def assert_each_raises(
@@ -324,6 +367,13 @@ class SmallDisk:
     def free(self) -> None:
         self._filler.unlink(missing_ok=True)
 
+    def remount_read_only(self) -> None:
+        """The disk turns read-only with its files on it (as the kernel does after an I/O
+        error)."""
+        subprocess.run(
+            ["mount", "-o", "remount,ro", str(self.path)], check=True, capture_output=True
+        )
+
 
 # -- the suite ---------------------------------------------------------------------------------
 
@@ -343,6 +393,10 @@ class StoreConformance:
     """Writes of :meth:`test_watch_through_history_compacted_under_it_never_skips`: enough
     that replaying them takes a store more than one batch (store_sqlite reads 1000 at a
     time); a store with larger batches raises it."""
+
+    slow_watcher_writes: ClassVar[int] = 2000
+    """Writes of :meth:`test_a_watcher_that_falls_behind_never_skips` for a store without
+    a ``watch_backlog``."""
 
     def require(self, store: Any, *capabilities: Capability) -> None:
         require(store, *capabilities, pinned=self.expected_capabilities)
@@ -365,6 +419,31 @@ class StoreConformance:
             return await store_factory(Settings(data_dir=directory, options=dict(kcore_options)))
 
         return make
+
+    @pytest.fixture
+    def crash_store(self) -> Callable[[Any], AbstractAsyncContextManager[None]] | None:
+        """``crash(store)``: an async context manager. The open ``store``'s backend dies at
+        the end of the ``async with`` block as from an internal error (store_sqlite: its
+        writer thread raises), while the calls the suite started inside the block are still
+        on their way. The default, ``None``, skips the crash checks: lacks capability
+        crash_faults."""
+        return None
+
+    @pytest.fixture
+    def damage_store(self) -> Callable[[Settings], Awaitable[None]] | None:
+        """``damage(settings)``: damage, at rest, the data of the closed durable store that
+        ``store_factory(settings)`` made, so that reading all of its keys cannot succeed
+        (store_sqlite: zero the pages of its table of current keys). The default, ``None``,
+        skips the check: lacks capability damage_faults."""
+        return None
+
+    @pytest.fixture
+    def store_option_makers(self) -> dict[str, dict[str, Callable[[], Awaitable[Any]]]] | None:
+        """``{"invalid": {what: make}, "valid": {what: make}}``: async callables that make
+        a new store with options it must refuse (an unknown mode, a size out of range) and
+        with options at the edge of what it takes. The default, ``None``, skips the
+        options checks: lacks capability options."""
+        return None
 
     # -- create, get, update, delete ---------------------------------------------------------
 
@@ -1403,6 +1482,34 @@ class StoreConformance:
         finally:
             await asyncio.wait_for(again.close(), EVENT_TIMEOUT)
 
+    @async_test
+    async def test_a_second_store_on_the_same_data_refuses_or_agrees(
+        self, store_factory: Any, kcore_settings_factory: Any
+    ) -> None:
+        """A second store made on the settings of one that is open (a daemon started twice
+        by mistake) refuses with ``PermanentError``, when made or at its first call, or
+        shares the data: it sees the first one's writes and revision."""
+        if not inspect.signature(store_factory).parameters:
+            pytest.skip("store lacks capability reopen: its store_factory() takes no settings")
+        settings = kcore_settings_factory()
+        first = await store_factory(settings)
+        add_finalizer(first.close)
+        self.require(first, Capability.DURABLE)
+        p = await keyspace(first)
+        kv = await first.create(p + "a", b"1")
+        revision = await first.current_revision()
+        try:
+            second = await asyncio.wait_for(store_factory(settings), EVENT_TIMEOUT)
+        except PermanentError:
+            return
+        add_finalizer(second.close)
+        try:
+            got = await asyncio.wait_for(second.current_revision(), EVENT_TIMEOUT)
+        except PermanentError:
+            return
+        assert got == revision, f"a second store on the same data is at {got}, not {revision}"
+        assert kv_view(await second.get(p + "a")) == kv_view(kv)
+
     @async_test(timeout=120)
     async def test_watch_through_history_compacted_under_it_never_skips(self, store: Any) -> None:
         """A watch replaying a long history while that history is compacted away either
@@ -1539,6 +1646,215 @@ class StoreConformance:
         assert bytes((await store.get(p + "big")).value) == big
         await store.create(p + "~sentinel", b"")
         assert_events(await read_until(watch, p + "~sentinel"), w.after(base), "watch")
+
+    @async_test(timeout=120)
+    async def test_a_watcher_that_falls_behind_never_skips(self, store: Any) -> None:
+        """A watcher whose reader is busy while many writes go on gets every event, or a
+        gapless prefix of them and then ``Expired`` ("a watcher [that] falls so far behind
+        that its backlog is dropped"): a store never drops events from a watch silently. A
+        store may say how many unread events it keeps per watch in ``watch_backlog``."""
+        await check_slow_watcher(store, self.slow_watcher_writes)
+
+    @async_test(timeout=120)
+    async def test_a_store_whose_backend_dies_says_so_on_every_call(
+        self, store: Any, crash_store: Any
+    ) -> None:
+        """When the backend dies (``crash_store``), the calls on their way end with a result
+        or with ``PermanentError``/``TemporaryError``; every later call raises one of those,
+        chaining what failed as ``__cause__``; open watches, also one in the middle of
+        replaying a long history, end with one of those errors after a gapless prefix of
+        their events (not as if they had been closed); a new watch raises; ``close()``
+        returns. Nothing hangs."""
+        crash = fault(crash_store, "crash_faults", "crash_store")
+        errors = (PermanentError, TemporaryError)
+        p = unique_prefix()  # not cleaned up: the store is dead
+        start = await store.current_revision()
+        w = Writes(store)
+        keys = [f"{p}{i:05}" for i in range(self.long_history_writes)]
+        await asyncio.gather(*(w.create(key, b"") for key in keys))
+        live = open_watch(store, p, await store.current_revision())
+        await w.create(p + "~live", b"")
+        assert_events([await next_event(live)], w.events[-1:], "the live watch")
+        expected = sorted(w.events, key=lambda e: e.revision)
+        replaying = open_watch(store, p, start)
+        first = [await next_event(replaying)]
+        writes = {p + "~new", keys[0]}
+        async with crash(store):
+            readers = {
+                "a replaying watch": asyncio.ensure_future(drain(replaying)),
+                "a live watch": asyncio.ensure_future(drain(live)),
+            }
+            calls = {
+                "create": asyncio.ensure_future(store.create(p + "~new", b"")),
+                "update": asyncio.ensure_future(store.update(keys[0], b"1")),
+                "get": asyncio.ensure_future(store.get(keys[1])),
+                "list": asyncio.ensure_future(store.list(p, limit=5)),
+                "current_revision": asyncio.ensure_future(store.current_revision()),
+            }
+            await asyncio.sleep(0.2)  # the readers use up what they hold and ask for more
+        tasks = [*calls.values(), *readers.values()]
+        _, pending = await asyncio.wait(tasks, timeout=EVENT_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        assert not pending, f"{len(pending)} calls or watches still wait after the crash"
+        for name, task in calls.items():
+            error = task.exception()
+            assert error is None or isinstance(error, errors), f"{name} in flight: {error!r}"
+        for name, task in readers.items():
+            events, ended = task.result()
+            if name == "a replaying watch":
+                events = first + events
+            tail = [e for e in events if e.kv.revision > expected[-1].revision]
+            replayed = events[: len(events) - len(tail)]
+            if name == "a live watch":
+                assert not replayed, f"{name} repeated events: {replayed}"
+            else:
+                assert_events(replayed, expected[: len(replayed)], name)
+            assert {e.kv.key for e in tail} <= writes, f"{name}: events of no write {tail}"
+            assert isinstance(ended, errors), f"{name} ended with {ended!r} after the crash"
+        later = {
+            "create": lambda: store.create(p + "~later", b""),
+            "get": lambda: store.get(keys[1]),
+            "list": lambda: store.list(p),
+            "update": lambda: store.update(keys[1], b"2"),
+            "delete": lambda: store.delete(keys[1]),
+            "current_revision": lambda: store.current_revision(),
+            "watch": lambda: anext(store.watch(p, after_revision=start)),
+        }
+        await assert_each_raises(later, errors, "after the backend died")
+        with pytest.raises(errors) as info:
+            await asyncio.wait_for(store.get(keys[1]), EVENT_TIMEOUT)
+        assert info.value.__cause__ is not None, f"{info.value!r} does not chain its cause"
+        await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+
+    @async_test
+    async def test_damaged_data_is_refused_never_misread(
+        self, store_factory: Any, kcore_settings_factory: Any, damage_store: Any
+    ) -> None:
+        """A durable store whose data was damaged at rest (``damage_store``) refuses to
+        start with ``PermanentError``, or answers each read with the right data or with
+        ``PermanentError`` (chaining what failed as ``__cause__``); a read of everything
+        cannot succeed. Damaged data is never handed out as if it were whole."""
+        damage = fault(damage_store, "damage_faults", "damage_store")
+        if not inspect.signature(store_factory).parameters:
+            pytest.skip("store lacks capability reopen: its store_factory() takes no settings")
+        settings = kcore_settings_factory()
+        store = await store_factory(settings)
+        try:
+            self.require(store, Capability.DURABLE)
+            p = unique_prefix()
+            w = Writes(store)
+            await asyncio.gather(*(w.create(f"{p}{i:04}", bytes(64)) for i in range(300)))
+            revision = await store.current_revision()
+        finally:
+            await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+        await damage(settings)
+        try:
+            again = await asyncio.wait_for(store_factory(settings), EVENT_TIMEOUT)
+        except PermanentError:
+            return
+        try:
+            with pytest.raises(PermanentError) as info:
+                await asyncio.wait_for(list_all(again, p), EVENT_TIMEOUT)
+            assert info.value.__cause__ is not None, f"{info.value!r} does not chain its cause"
+            reads = [("current_revision", again.current_revision(), revision)]
+            for kv in list(w.latest.values())[::30]:
+                reads.append((f"get {kv.key}", again.get(kv.key), kv_view(kv)))
+            for name, call, right in reads:
+                try:
+                    got = await asyncio.wait_for(call, EVENT_TIMEOUT)
+                except PermanentError:
+                    continue
+                got = got if isinstance(got, int) else kv_view(got)
+                assert got == right, f"{name} on damaged data: {got}, written {right}"
+        finally:
+            await asyncio.wait_for(again.close(), EVENT_TIMEOUT)
+
+    @async_test
+    async def test_data_on_a_disk_turned_read_only_is_read_right_or_refused(
+        self, store_on_small_disk: Any, tmp_path: Path
+    ) -> None:
+        """A store started again on data whose disk has turned read-only refuses to start,
+        or fails writes with ``PermanentError``/``TemporaryError`` and answers each read
+        with the data as it was or with one of those errors; ``close()`` returns."""
+        make = small_disk_store(store_on_small_disk)
+        errors = (PermanentError, TemporaryError)
+        with SmallDisk(tmp_path / "turns-read-only", "16m") as disk:
+            store = await make(disk.path)
+            p = unique_prefix()
+            w = Writes(store)
+            try:
+                for i in range(3):
+                    await w.create(f"{p}{i}", b"v%d" % i)
+                revision = await store.current_revision()
+            finally:
+                await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+            disk.remount_read_only()
+            try:
+                again = await asyncio.wait_for(make(disk.path), EVENT_TIMEOUT)
+            except errors:
+                return  # refused to start: clear enough
+            try:
+                try:
+                    await asyncio.wait_for(again.create(p + "new", b""), EVENT_TIMEOUT)
+                except errors:
+                    pass
+                else:
+                    pytest.skip(
+                        "store lacks capability disk_faults: it wrote with its data directory"
+                        " read-only (the data is kept elsewhere)"
+                    )
+                written = [kv_view(w.latest[f"{p}{i}"]) for i in range(3)]
+                reads = {
+                    "current_revision": (again.current_revision, revision),
+                    "get": (lambda: again.get(p + "1"), written[1]),
+                    "list": (lambda: list_all(again, p), written),
+                }
+                for name, (call, right) in reads.items():
+                    try:
+                        got = await asyncio.wait_for(call(), EVENT_TIMEOUT)
+                    except errors:
+                        continue
+                    if isinstance(got, KeyValue):
+                        got = kv_view(got)
+                    elif isinstance(got, ListResult):
+                        got = [kv_view(kv) for kv in got.items]
+                    assert got == right, f"{name} on a read-only disk: {got}, written {right}"
+            finally:
+                await asyncio.wait_for(again.close(), EVENT_TIMEOUT)
+
+    @async_test
+    async def test_options_it_cannot_take_are_refused(self, store_option_makers: Any) -> None:
+        """A store made with options it cannot take (``store_option_makers["invalid"]``)
+        refuses with ``Invalid`` or ``PermanentError``, when made or at its first call: it
+        never runs quietly on other options than those asked for."""
+        cases = fault(store_option_makers, "options", "store_option_makers")
+        refused = (Invalid, PermanentError)
+        for what, make in cases["invalid"].items():
+            try:
+                store = await asyncio.wait_for(make(), EVENT_TIMEOUT)
+            except refused:
+                continue
+            try:
+                calls = {"current_revision": store.current_revision}
+                await assert_each_raises(calls, refused, f"of a store made with {what}")
+            finally:
+                await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+
+    @async_test(timeout=120)
+    async def test_options_at_the_edge_work(self, store_option_makers: Any) -> None:
+        """A store made with options at the edge of what it takes
+        (``store_option_makers["valid"]``) works: writes, reads, a watcher that falls
+        behind (its ``watch_backlog`` may be tiny), and ``repr()`` for the logs."""
+        cases = fault(store_option_makers, "options", "store_option_makers")
+        for what, make in cases["valid"].items():
+            store = await asyncio.wait_for(make(), EVENT_TIMEOUT)
+            add_finalizer(store.close)  # after the keyspaces' clean-up
+            assert isinstance(repr(store), str)
+            p = await keyspace(store)
+            kv = await store.create(p + "a", b"1")
+            assert kv_view(await store.get(p + "a")) == kv_view(kv), what
+            await check_slow_watcher(store, self.slow_watcher_writes)
 
     # -- the model ---------------------------------------------------------------------------
 

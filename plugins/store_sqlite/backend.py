@@ -188,17 +188,17 @@ def _check_value(value: object) -> bytes:
     raise Invalid(f"value must be bytes, not {type(value).__name__}")
 
 
-def _storage_error(exc: BaseException) -> BaseException:
-    """What a caller sees for an unexpected failure on the writer thread."""
+def _storage_error(exc: BaseException) -> KcoreError:
+    """What a caller sees for a failure on the writer thread: always a ``KcoreError``,
+    chaining the original as its ``__cause__``."""
     if isinstance(exc, KcoreError):
         return exc
     if isinstance(exc, sqlite3.OperationalError):
         # Disk full, I/O error, database locked by someone else: may pass.
         err: KcoreError = TemporaryError(f"store_sqlite: {exc}")
-    elif isinstance(exc, sqlite3.Error):
-        err = PermanentError(f"store_sqlite: {exc}")
     else:
-        return exc
+        # A damaged file (DatabaseError), or a bug on the writer thread.
+        err = PermanentError(f"store_sqlite: {type(exc).__name__}: {exc}")
     err.__cause__ = exc
     return err
 
@@ -423,7 +423,7 @@ class Database:
 class _Op:
     """One call queued for the writer thread."""
 
-    __slots__ = ("args", "fn", "future", "loop", "sent", "write")
+    __slots__ = ("args", "fn", "future", "loop", "write")
 
     def __init__(
         self,
@@ -438,7 +438,6 @@ class _Op:
         self.write = write
         self.loop = loop
         self.future = future
-        self.sent = False
 
 
 _CLOSE = object()
@@ -520,9 +519,10 @@ class _Outbox:
         self.results: dict[asyncio.AbstractEventLoop, list[Any]] = {}
 
     def resolve(self, op: _Op, result: Any, error: BaseException | None = None) -> None:
+        """Queue ``op``'s answer. The first answer queued for an op wins (``_deliver``
+        skips a future that is done), so a batch that fails can answer every op again."""
         if op.loop is not None and op.future is not None:
             self.results.setdefault(op.loop, []).append((op.future, result, error))
-        op.sent = True
 
 
 class SqliteStore:
@@ -577,6 +577,12 @@ class SqliteStore:
             target=self._run, name=f"store_sqlite {self.path}", daemon=True
         )
         self._thread.start()
+
+    @property
+    def watch_backlog(self) -> int:
+        """The store contract's ``watch_backlog``: events a watch may leave unread before it
+        ends with ``Expired`` (``watch_queue_size``)."""
+        return self.watch_queue_size
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -705,7 +711,6 @@ class SqliteStore:
     # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        batch: list[Any] = []
         try:
             self._db = Database(self.path, self.synchronous)
         except BaseException as exc:
@@ -723,24 +728,33 @@ class SqliteStore:
                 if not self._process(self._db, batch):
                     break
         except BaseException as exc:
+            # The batch's calls have their answers (_process); the rest fail in _stop.
             log.exception("store_sqlite writer thread failed", path=self.path)
-            outbox = _Outbox()
-            for op in batch:
-                if isinstance(op, _Op) and not op.sent:
-                    outbox.resolve(op, None, _storage_error(exc))
-            self._send(outbox)
             self._stop(exc)
         else:
             self._stop(None)
 
     def _process(self, db: Database, batch: list[Any]) -> bool:
-        """Run one batch; False when it held the close request."""
+        """Run one batch; False when it held the close request. If the batch fails
+        unexpectedly (a bug, not a failed write), every call of it not answered yet gets
+        the error and the failure goes on up: the thread stops."""
         outbox = _Outbox()
+        try:
+            return self._process_items(db, batch, outbox)
+        except BaseException as exc:
+            error = _storage_error(exc)
+            for item in batch:
+                if isinstance(item, _Op):
+                    outbox.resolve(item, None, error)
+            raise
+        finally:
+            self._send(outbox)
+
+    def _process_items(self, db: Database, batch: list[Any], outbox: _Outbox) -> bool:
         writes: list[_Op] = []
         for item in batch:
             if item is _CLOSE:
                 self._commit(db, writes, outbox)
-                self._send(outbox)
                 return False
             op: _Op = item
             if op.write:
@@ -749,14 +763,12 @@ class SqliteStore:
             self._commit(db, writes, outbox)
             writes = []
             try:
-                fn = op.fn
-                result = fn(db, *op.args)
+                result = op.fn(db, *op.args)
             except Exception as exc:
                 outbox.resolve(op, None, _storage_error(exc))
             else:
                 outbox.resolve(op, result)
         self._commit(db, writes, outbox)
-        self._send(outbox)
         return True
 
     def _commit(self, db: Database, writes: list[_Op], outbox: _Outbox) -> None:

@@ -319,6 +319,21 @@ class StaleDeleteRevisionStore(MemoryStore):
         return prev
 
 
+class SlowWatcherLosesEventsStore(MemoryStore):
+    """Keeps at most ``watch_backlog`` unread live events per watch and silently drops the
+    rest, where it should end that watch with ``Expired``."""
+
+    watch_backlog = 100
+
+    def _commit(self, type_: EventType, kv: KeyValue, prev: KeyValue | None) -> None:
+        full = [queue for queue in self._watchers if queue.qsize() >= self.watch_backlog]
+        self._watchers.difference_update(full)
+        try:
+            super()._commit(type_, kv, prev)
+        finally:
+            self._watchers.update(full)
+
+
 class CloseLeavesWatchesOpenStore(MemoryStore):
     """``close`` does not end the open watches: their readers wait forever."""
 
@@ -378,6 +393,7 @@ BROKEN_STORES = {
         NoOpCompactionStore,
         FailedWriteBumpsRevisionStore,
         StaleDeleteRevisionStore,
+        SlowWatcherLosesEventsStore,
         CloseLeavesWatchesOpenStore,
         AnswersAfterCloseStore,
     )

@@ -1,16 +1,56 @@
 """The shared store conformance suite, run on ``SqliteStore`` directly: on a file (the
-daemon's default) and in memory."""
+daemon's default) and in memory, with the suite's fault fixtures (a writer thread that dies,
+a damaged file, options out of range)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
+import threading
+import uuid
+
 import pytest
 
-from kcore.conformance.suites.store import StoreConformance
-from kcore.plugins.store_sqlite.backend import SqliteStore
+from kcore.conformance.suites.store import EVENT_TIMEOUT, StoreConformance
+from kcore.plugins.store_sqlite.backend import SqliteStore, _Op
 from kcore.store import Capability
 
 
-class TestSqliteStoreOnFile(StoreConformance):
+class WriterCrash(BaseException):
+    """Raised on the writer thread by ``crash_store``, as a bug there would be. Not an
+    ``Exception``: nothing on the thread catches it on the way up."""
+
+
+@contextlib.asynccontextmanager
+async def crash(store: SqliteStore):
+    """Hold the writer thread inside a batch, queue a call that raises ``WriterCrash``, let
+    the suite queue its calls behind it, then let go: they are all in the batch that dies."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(db):
+        holding.set()
+        release.wait(EVENT_TIMEOUT)
+
+    def die(db):
+        raise WriterCrash("the writer thread crashed (injected by the test)")
+
+    store._queue.put(_Op(hold, (), False, None, None))
+    await asyncio.to_thread(holding.wait, EVENT_TIMEOUT)
+    store._queue.put(_Op(die, (), False, None, None))
+    try:
+        yield
+    finally:
+        release.set()
+
+
+class SqliteFaults:
+    @pytest.fixture
+    def crash_store(self):
+        return crash
+
+
+class TestSqliteStoreOnFile(SqliteFaults, StoreConformance):
     expected_capabilities = frozenset(Capability)
 
     @pytest.fixture
@@ -21,8 +61,51 @@ class TestSqliteStoreOnFile(StoreConformance):
 
         return make
 
+    @pytest.fixture
+    def damage_store(self):
+        async def damage(settings):
+            """Zero every page of the table of current keys, in place."""
+            path = settings.data_dir / "store.db"
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                size = conn.execute("PRAGMA page_size").fetchone()[0]
+                pages = [
+                    n
+                    for (n,) in conn.execute(
+                        "SELECT pageno FROM dbstat WHERE name = ?", ("current",)
+                    )
+                ]
+            assert pages, "no pages of the table 'current' found"
+            with open(path, "r+b") as file:
+                for page in pages:
+                    file.seek((page - 1) * size)
+                    file.write(bytes(size))
 
-class TestSqliteStoreInMemory(StoreConformance):
+        return damage
+
+    @pytest.fixture
+    def store_option_makers(self, tmp_path):
+        def maker(**options):
+            async def make():
+                return SqliteStore(tmp_path / f"{uuid.uuid4().hex}.db", **options)
+
+            return make
+
+        return {
+            "invalid": {
+                "synchronous='FAST'": maker(synchronous="FAST"),
+                "watch_queue_size=0": maker(watch_queue_size=0),
+                "watch_queue_size=-5": maker(watch_queue_size=-5),
+            },
+            "valid": {
+                "watch_queue_size=1": maker(watch_queue_size=1),
+                "synchronous='normal', watch_queue_size=2": maker(
+                    synchronous="normal", watch_queue_size=2
+                ),
+            },
+        }
+
+
+class TestSqliteStoreInMemory(SqliteFaults, StoreConformance):
     expected_capabilities = frozenset({Capability.LIST_AT_REVISION, Capability.COMPACTION})
 
     @pytest.fixture
