@@ -14,6 +14,7 @@ Semantics every backend must keep (the store conformance suite checks each):
   current revision they fail with :class:`~kcore.errors.Conflict` and change nothing.
   A missing key is :class:`~kcore.errors.NotFound` (also with ``expected_revision=None``).
 * ``list`` reads a consistent snapshot: every key under a prefix as of one revision.
+  ``limit=0`` gives no items; ``more`` then says whether there are any.
   Reading at a revision older than the last compaction raises :class:`~kcore.errors.Expired`.
 * ``watch`` yields, in revision order and each exactly once, every change under a prefix
   with a revision greater than ``after_revision``. A revision that has been compacted
@@ -39,7 +40,10 @@ Semantics every backend must keep (the store conformance suite checks each):
   A backend may say how many unread events it keeps per watch in an ``int`` attribute
   ``watch_backlog``.
 * A ``durable`` store made again on the same settings (a restarted daemon) has every
-  acknowledged write, its history and compaction, and goes on from the same revision.
+  acknowledged write, its history and compaction, and goes on from the same revision. A
+  second store made while the first is open refuses with ``PermanentError`` or shares the
+  data (each sees the other's writes, no revision is given out twice); data in a format of
+  a newer version is refused with ``PermanentError``.
 
 All methods are coroutines; a backend keeps blocking work off the event loop.
 """

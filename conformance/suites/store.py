@@ -88,6 +88,14 @@ def small_disk_store(store_on_small_disk: Any) -> Callable[[Path], Awaitable[Any
     return store_on_small_disk
 
 
+def reopen_settings(store_factory: Any, kcore_settings_factory: Any) -> Settings:
+    """New settings for ``store_factory(settings)``, which makes the same store again on
+    them; a skip for a factory that takes none."""
+    if not inspect.signature(store_factory).parameters:
+        pytest.skip("store lacks capability reopen: its store_factory() takes no settings")
+    return kcore_settings_factory()
+
+
 def fault(fixture: Any, capability: str, fixture_name: str) -> Any:
     """An optional fault fixture's value, or a skip naming the capability."""
     if fixture is None:
@@ -95,7 +103,9 @@ def fault(fixture: Any, capability: str, fixture_name: str) -> Any:
     return fixture
 
 
-async def drain(watch: AsyncIterator[WatchEvent]) -> tuple[list[WatchEvent], BaseException]:
+async def drain(
+    watch: AsyncIterator[WatchEvent],
+) -> tuple[list[WatchEvent], BaseException]:
     """Every event until the watch ends, and how it ended (``StopAsyncIteration`` when it
     just stopped)."""
     events: list[WatchEvent] = []
@@ -371,7 +381,9 @@ class SmallDisk:
         """The disk turns read-only with its files on it (as the kernel does after an I/O
         error)."""
         subprocess.run(
-            ["mount", "-o", "remount,ro", str(self.path)], check=True, capture_output=True
+            ["mount", "-o", "remount,ro", str(self.path)],
+            check=True,
+            capture_output=True,
         )
 
 
@@ -381,7 +393,10 @@ class SmallDisk:
 class StoreConformance:
     """The store contract, one test per promise; each docstring quotes what it checks."""
 
-    model_settings: ClassVar[dict[str, Any]] = {"max_examples": 25, "stateful_step_count": 30}
+    model_settings: ClassVar[dict[str, Any]] = {
+        "max_examples": 25,
+        "stateful_step_count": 30,
+    }
     """Hypothesis settings of :meth:`test_behaves_like_the_model`; a subclass may change
     them (fewer examples for a slow store, ``phases`` without shrinking ...)."""
 
@@ -393,6 +408,11 @@ class StoreConformance:
     """Writes of :meth:`test_watch_through_history_compacted_under_it_never_skips`: enough
     that replaying them takes a store more than one batch (store_sqlite reads 1000 at a
     time); a store with larger batches raises it."""
+
+    exclusive_backend: ClassVar[bool] = False
+    """Set it when the store under test shares its backend with nobody (not a shared etcd):
+    :meth:`test_a_store_of_its_own_counts_from_zero_by_one` then checks that a new store is
+    at revision 0 and that every write adds exactly one."""
 
     slow_watcher_writes: ClassVar[int] = 2000
     """Writes of :meth:`test_a_watcher_that_falls_behind_never_skips` for a store without
@@ -438,7 +458,27 @@ class StoreConformance:
         return None
 
     @pytest.fixture
-    def store_option_makers(self) -> dict[str, dict[str, Callable[[], Awaitable[Any]]]] | None:
+    def newer_version_store(self) -> Callable[[Settings], Awaitable[None]] | None:
+        """``mark(settings)``: make the data of the closed durable store that
+        ``store_factory(settings)`` made look written by a newer version of the plugin, in a
+        format this one does not know (store_sqlite: a higher schema version). The default,
+        ``None``, skips the check: lacks capability version_faults."""
+        return None
+
+    @pytest.fixture
+    def fail_store_write(
+        self,
+    ) -> Callable[[Any], AbstractAsyncContextManager[None]] | None:
+        """``fail(store)``: an async context manager. Inside the block the backend fails
+        one write half-way, as an I/O error would, among the writes the suite starts there
+        (store_sqlite: a write queued with them raises a disk I/O error after its first
+        statement). The default, ``None``, skips the check: lacks capability write_faults."""
+        return None
+
+    @pytest.fixture
+    def store_option_makers(
+        self,
+    ) -> dict[str, dict[str, Callable[[], Awaitable[Any]]]] | None:
         """``{"invalid": {what: make}, "valid": {what: make}}``: async callables that make
         a new store with options it must refuse (an unknown mode, a size out of range) and
         with options at the edge of what it takes. The default, ``None``, skips the
@@ -484,6 +524,17 @@ class StoreConformance:
         for name, value in values.items():
             got = bytes((await store.get(p + name)).value)
             assert got == value, f"value {name!r} came back changed ({len(got)} bytes)"
+        # Bytes in another container: stored as those bytes, or refused as not bytes.
+        for name, value in (
+            ("bytearray", bytearray(b"ba")),
+            ("memoryview", memoryview(b"mv")),
+        ):
+            try:
+                kv = await store.create(p + name, value)
+            except Invalid:
+                continue
+            for got in (kv.value, (await store.get(p + name)).value):
+                assert bytes(got) == bytes(value), f"a {name} value came back as {got!r}"
 
     @async_test
     async def test_create_on_existing_key_raises_already_exists(self, store: Any) -> None:
@@ -584,6 +635,29 @@ class StoreConformance:
     # -- revisions ---------------------------------------------------------------------------
 
     @async_test
+    async def test_a_store_of_its_own_counts_from_zero_by_one(self, store: Any) -> None:
+        """The revision "is 0 for a new, empty store and grows with each successful create,
+        update or delete (by exactly one when nothing else writes to the backend)". Checked
+        when the test module says its store shares its backend with nobody
+        (``exclusive_backend``)."""
+        if not self.exclusive_backend:
+            pytest.skip(
+                "store lacks capability exclusive_backend: the test module does not say that"
+                " its store shares its backend with nobody"
+            )
+        assert await store.current_revision() == 0, "the revision of a new store"
+        p = await keyspace(store)
+        revisions = [
+            (await store.create(p + "a", b"1")).revision,
+            (await store.create(p + "b", b"1")).revision,
+            (await store.update(p + "a", b"2")).revision,
+            (await store.delete(p + "b")).revision,
+            (await store.update(p + "a", b"3")).revision,
+        ]
+        assert revisions == [1, 2, 3, 4, 5], revisions
+        assert await store.current_revision() == 5
+
+    @async_test
     async def test_revisions_strictly_increase_with_each_write(self, store: Any) -> None:
         """Contract: "The store keeps one global revision ... [that] grows with each successful
         create, update or delete", across keys."""
@@ -634,7 +708,10 @@ class StoreConformance:
             (AlreadyExists, lambda: store.create(p + "a", b"x")),
             (NotFound, lambda: store.update(p + "missing", b"x")),
             (NotFound, lambda: store.delete(p + "missing")),
-            (Conflict, lambda: store.update(p + "a", b"x", expected_revision=a.revision)),
+            (
+                Conflict,
+                lambda: store.update(p + "a", b"x", expected_revision=a.revision),
+            ),
             (Conflict, lambda: store.delete(p + "a", expected_revision=a.revision)),
         ]
         for error, call in failing:
@@ -650,7 +727,11 @@ class StoreConformance:
                 await store.get(p + "missing")
         watch = open_watch(store, p, base)
         await w.create(p + "~sentinel", b"")
-        assert_events(await read_until(watch, p + "~sentinel"), w.events[:2], "after failed writes")
+        assert_events(
+            await read_until(watch, p + "~sentinel"),
+            w.events[:2],
+            "after failed writes",
+        )
 
     @async_test
     async def test_create_revision_is_kept_across_updates(self, store: Any) -> None:
@@ -753,7 +834,9 @@ class StoreConformance:
                     await asyncio.sleep(0)  # let the others read the same revision
                     try:
                         new = await store.update(
-                            key, str(int(kv.value) + 1).encode(), expected_revision=kv.revision
+                            key,
+                            str(int(kv.value) + 1).encode(),
+                            expected_revision=kv.revision,
                         )
                     except Conflict:
                         continue
@@ -772,7 +855,8 @@ class StoreConformance:
         creates race."""
         p = await keyspace(store)
         results = await asyncio.gather(
-            *(store.create(p + "a", str(i).encode()) for i in range(20)), return_exceptions=True
+            *(store.create(p + "a", str(i).encode()) for i in range(20)),
+            return_exceptions=True,
         )
         winners = [r for r in results if isinstance(r, KeyValue)]
         losers = [r for r in results if isinstance(r, AlreadyExists)]
@@ -895,10 +979,25 @@ class StoreConformance:
         """Contract: "the keys starting with ``prefix``": ``/pods/a`` covers ``/pods/ab`` too, while
         ``/pods/a/`` does not."""
         p = await keyspace(store)
-        names = ["pods/a", "pods/a/x", "pods/ab", "pods/ab/y", "pods/b", "pods/a0", "pods/a~"]
+        names = [
+            "pods/a",
+            "pods/a/x",
+            "pods/ab",
+            "pods/ab/y",
+            "pods/b",
+            "pods/a0",
+            "pods/a~",
+        ]
         kvs = {n: await store.create(p + n, b"") for n in names}
         for prefix, matching in {
-            "pods/a": ["pods/a", "pods/a/x", "pods/ab", "pods/ab/y", "pods/a0", "pods/a~"],
+            "pods/a": [
+                "pods/a",
+                "pods/a/x",
+                "pods/ab",
+                "pods/ab/y",
+                "pods/a0",
+                "pods/a~",
+            ],
             "pods/a/": ["pods/a/x"],
             "pods/ab": ["pods/ab", "pods/ab/y"],
             "pods/ab/": ["pods/ab/y"],
@@ -919,13 +1018,20 @@ class StoreConformance:
     @async_test
     async def test_list_prefix_ending_at_code_point_edges(self, store: Any) -> None:
         """Contract: "the keys starting with ``prefix``", also for a prefix ending just below
-        the surrogate range (U+D7FF, whose successor is U+E000) or at the last code point
-        (U+10FFFF, which has none)."""
+        the surrogate range (U+D7FF, whose successor is U+E000), just below the last code
+        point (U+10FFFE) or at it (U+10FFFF, which has no successor)."""
         p = await keyspace(store)
-        names = ["a\ud7fe\uffff", "a\ud7ff", "a\ud7ffz", "a\ue000", "z\U0010fffe", "z\U0010ffff"]
+        names = [
+            "a\ud7fe\uffff",
+            "a\ud7ff",
+            "a\ud7ffz",
+            "a\ue000",
+            "z\U0010fffe",
+            "z\U0010ffff",
+        ]
         names += ["z\U0010ffff\U0010ffff", "z\U0010ffff0", "{"]
         kvs = {n: await store.create(p + n, n.encode()) for n in names}
-        for prefix in ("a\ud7ff", "z\U0010ffff"):
+        for prefix in ("a\ud7ff", "z\U0010fffe", "z\U0010ffff"):
             expected = [kvs[n] for n in names if n.startswith(prefix)]
             assert_items(await list_all(store, p + prefix), expected, f"prefix {prefix!r}")
 
@@ -951,7 +1057,8 @@ class StoreConformance:
     @async_test
     async def test_list_more_is_false_when_limit_fits_exactly(self, store: Any) -> None:
         """``more``: "True when ``limit`` cut the result short": not when exactly ``limit``
-        items remain, nor when fewer do."""
+        items remain, nor when fewer do; ``limit=0`` gives no items and says whether there
+        are any."""
         p = await keyspace(store)
         for i in range(4):
             await store.create(f"{p}k{i}", b"")
@@ -961,6 +1068,11 @@ class StoreConformance:
         assert len(roomy.items) == 4 and roomy.more is False
         cut = await store.list(p, limit=3)
         assert len(cut.items) == 3 and cut.more is True, f"limit=3 of 4: more={cut.more}"
+        # limit=0: no items; more says whether there are any.
+        none = await store.list(p, limit=0)
+        assert (none.items, none.more) == ([], True), f"limit=0 of 4: {none}"
+        empty = await store.list(p + "nothing/", limit=0)
+        assert (empty.items, empty.more) == ([], False), f"limit=0 of none: {empty}"
         tail = await store.list(p, limit=1, start_after=f"{p}k2")
         assert [kv.key for kv in tail.items] == [f"{p}k3"] and tail.more is False
 
@@ -984,9 +1096,11 @@ class StoreConformance:
         show their value of then."""
         self.require(store, Capability.LIST_AT_REVISION)
         p = await keyspace(store)
+        before = await store.current_revision()
         a = await store.create(p + "a", b"a1")
         b = await store.create(p + "b", b"b1")
         then = await store.current_revision()
+        assert_items(await list_all(store, p, revision=before), [], f"list at {before}")
         await store.update(p + "a", b"a2")
         await store.delete(p + "b")
         await store.create(p + "c", b"c1")
@@ -1038,7 +1152,15 @@ class StoreConformance:
         events = await read_until(watch, p + "~sentinel")
         assert_events(events, w.events[:-1], "watch")
         types = [str(e.type) for e in events]
-        assert types == ["ADDED", "ADDED", "MODIFIED", "DELETED", "MODIFIED", "DELETED", "ADDED"]
+        assert types == [
+            "ADDED",
+            "ADDED",
+            "MODIFIED",
+            "DELETED",
+            "MODIFIED",
+            "DELETED",
+            "ADDED",
+        ]
         revisions = [e.revision for e in events]
         assert revisions == sorted(set(revisions)), f"revisions not increasing: {revisions}"
 
@@ -1208,7 +1330,10 @@ class StoreConformance:
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(anext(first), EVENT_TIMEOUT)
         await store.create(p + "b", b"")
-        assert [(await next_event(second)).kv.key for _ in range(2)] == [p + "a", p + "b"]
+        assert [(await next_event(second)).kv.key for _ in range(2)] == [
+            p + "a",
+            p + "b",
+        ]
 
     # -- compaction ------------------------------------------------------------------------------
 
@@ -1243,9 +1368,17 @@ class StoreConformance:
         r = w.events[2].revision
         await store.compact(r)
         at_r = await list_all(store, p, revision=r)
-        assert_items(at_r, [w.events[2].kv, w.events[1].kv], f"list at the compacted revision {r}")
+        assert_items(
+            at_r,
+            [w.events[2].kv, w.events[1].kv],
+            f"list at the compacted revision {r}",
+        )
         later = w.events[3].revision
-        assert_items(await list_all(store, p, revision=later), [w.events[2].kv], f"list at {later}")
+        assert_items(
+            await list_all(store, p, revision=later),
+            [w.events[2].kv],
+            f"list at {later}",
+        )
 
     @async_test
     async def test_compact_keeps_current_values(self, store: Any) -> None:
@@ -1347,7 +1480,7 @@ class StoreConformance:
     async def test_keys_and_values_of_the_wrong_type_are_invalid(self, store: Any) -> None:
         """Keys are ``str`` of valid Unicode text and values opaque ``bytes``: anything
         else (a lone surrogate in a key, a ``str`` value...) is refused with ``Invalid`` and
-        stores nothing."""
+        stores nothing. So is such a prefix of ``list`` or ``watch``, or ``start_after``."""
         p = await keyspace(store)
         kv = await store.create(p + "a", b"1")
         before = await store.current_revision()
@@ -1366,6 +1499,17 @@ class StoreConformance:
         assert kv_view(await store.get(p + "a")) == kv_view(kv)
         with pytest.raises(NotFound):
             await store.get(p + "b")
+        # The same for the prefix of a list or watch, and for start_after.
+        for call in (
+            lambda: store.list(7),
+            lambda: store.list(p + "\ud800"),
+            lambda: store.list(p, start_after=7),
+            lambda: store.list(p, start_after=p + "\ud800"),
+            lambda: anext(store.watch(7, after_revision=before)),
+            lambda: anext(store.watch(p + "\ud800", after_revision=before)),
+        ):
+            with pytest.raises(Invalid):
+                await asyncio.wait_for(call(), EVENT_TIMEOUT)
 
     @async_test
     async def test_list_at_a_future_revision_is_invalid(self, store: Any) -> None:
@@ -1414,7 +1558,9 @@ class StoreConformance:
     @async_test
     async def test_close_lets_calls_in_flight_finish(self, store_factory: Any) -> None:
         """``close`` while writes are on their way: each of them either takes effect and
-        returns its value, or raises ``PermanentError``; none is left hanging."""
+        returns its value, or raises ``PermanentError``; none is left hanging, and each has
+        its answer when ``close()`` returns ("returns once the calls made before it have
+        finished")."""
         store = await store_factory()
         p = unique_prefix()
         try:
@@ -1422,10 +1568,14 @@ class StoreConformance:
             await asyncio.sleep(0)  # let them start, as callers on other tasks would have
         finally:
             await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+        for _ in range(3):  # the callers' tasks take their answers
+            await asyncio.sleep(0)
+        early = sum(not task.done() for task in writes)
         done, pending = await asyncio.wait(writes, timeout=EVENT_TIMEOUT)
         for task in pending:
             task.cancel()
         assert not pending, f"{len(pending)} of 8 writes made before close() never finished"
+        assert not early, f"close() returned before {early} of 8 writes made before it ended"
         for task in done:
             error = task.exception()
             assert error is None or isinstance(error, PermanentError), repr(error)
@@ -1440,9 +1590,7 @@ class StoreConformance:
 
         Needs ``store_factory(settings)``: the factory of ``--kcore-plugin`` takes them; an
         overriding factory that takes none lacks capability reopen."""
-        if not inspect.signature(store_factory).parameters:
-            pytest.skip("store lacks capability reopen: its store_factory() takes no settings")
-        settings = kcore_settings_factory()
+        settings = reopen_settings(store_factory, kcore_settings_factory)
         store = await store_factory(settings)
         try:
             self.require(store, Capability.DURABLE)
@@ -1461,11 +1609,17 @@ class StoreConformance:
             assert kv_view(await again.get(p + "a")) == kv_view(w.latest[p + "a"])
             with pytest.raises(NotFound):
                 await again.get(p + "b")
-            assert_items(await list_all(again, p), list(w.latest.values()), "list after reopening")
+            assert_items(
+                await list_all(again, p),
+                list(w.latest.values()),
+                "list after reopening",
+            )
             if Capability.LIST_AT_REVISION in again.capabilities:
                 at = w.events[3].revision
                 assert_items(
-                    await list_all(again, p, revision=at), [w.events[2].kv], f"list at {at}"
+                    await list_all(again, p, revision=at),
+                    [w.events[2].kv],
+                    f"list at {at}",
                 )
             if compacted:
                 if Capability.LIST_AT_REVISION in again.capabilities:
@@ -1488,10 +1642,8 @@ class StoreConformance:
     ) -> None:
         """A second store made on the settings of one that is open (a daemon started twice
         by mistake) refuses with ``PermanentError``, when made or at its first call, or
-        shares the data: it sees the first one's writes and revision."""
-        if not inspect.signature(store_factory).parameters:
-            pytest.skip("store lacks capability reopen: its store_factory() takes no settings")
-        settings = kcore_settings_factory()
+        shares the data: each sees the other's writes, and no revision is given out twice."""
+        settings = reopen_settings(store_factory, kcore_settings_factory)
         first = await store_factory(settings)
         add_finalizer(first.close)
         self.require(first, Capability.DURABLE)
@@ -1509,6 +1661,28 @@ class StoreConformance:
             return
         assert got == revision, f"a second store on the same data is at {got}, not {revision}"
         assert kv_view(await second.get(p + "a")) == kv_view(kv)
+        # Shared, then each sees the other's writes and no revision is given out twice.
+        b = await second.create(p + "b", b"2")
+        c = await first.create(p + "c", b"3")
+        assert c.revision > b.revision > revision, "two stores on one data gave out revisions"
+        assert kv_view(await first.get(p + "b")) == kv_view(b)
+        assert kv_view(await second.get(p + "c")) == kv_view(c)
+
+    @async_test(timeout=120)
+    async def test_a_watch_replays_a_long_history_whole(self, store: Any) -> None:
+        """A watch from far back replays a history longer than a store reads at once
+        (``long_history_writes``), then goes on live: every event once, in order."""
+        p = await keyspace(store)
+        start = await store.current_revision()
+        w = Writes(store)
+        keys = [f"{p}{i:04}" for i in range(self.long_history_writes // 3)]
+        await asyncio.gather(*(w.create(k, b"0") for k in keys))
+        await asyncio.gather(*(w.update(k, b"1") for k in keys))
+        await asyncio.gather(*(w.delete(k) for k in keys))
+        watch = open_watch(store, p, start)
+        await store.create(p + "~sentinel", b"")
+        expected = sorted(w.events, key=lambda e: e.revision)
+        assert_events(await read_until(watch, p + "~sentinel"), expected, "a long replay")
 
     @async_test(timeout=120)
     async def test_watch_through_history_compacted_under_it_never_skips(self, store: Any) -> None:
@@ -1610,7 +1784,10 @@ class StoreConformance:
         try:
             for name, call in (
                 ("create", lambda: store.create(p + "big", big)),
-                ("update", lambda: store.update(p + "a", big, expected_revision=a.revision)),
+                (
+                    "update",
+                    lambda: store.update(p + "a", big, expected_revision=a.revision),
+                ),
             ):
                 with pytest.raises(TemporaryError):
                     await call()
@@ -1736,18 +1913,8 @@ class StoreConformance:
         ``PermanentError`` (chaining what failed as ``__cause__``); a read of everything
         cannot succeed. Damaged data is never handed out as if it were whole."""
         damage = fault(damage_store, "damage_faults", "damage_store")
-        if not inspect.signature(store_factory).parameters:
-            pytest.skip("store lacks capability reopen: its store_factory() takes no settings")
-        settings = kcore_settings_factory()
-        store = await store_factory(settings)
-        try:
-            self.require(store, Capability.DURABLE)
-            p = unique_prefix()
-            w = Writes(store)
-            await asyncio.gather(*(w.create(f"{p}{i:04}", bytes(64)) for i in range(300)))
-            revision = await store.current_revision()
-        finally:
-            await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+        settings = reopen_settings(store_factory, kcore_settings_factory)
+        p, w, revision = await self._fill_and_close(store_factory, settings, 300)
         await damage(settings)
         try:
             again = await asyncio.wait_for(store_factory(settings), EVENT_TIMEOUT)
@@ -1769,6 +1936,89 @@ class StoreConformance:
                 assert got == right, f"{name} on damaged data: {got}, written {right}"
         finally:
             await asyncio.wait_for(again.close(), EVENT_TIMEOUT)
+
+    async def _fill_and_close(
+        self, store_factory: Any, settings: Settings, count: int
+    ) -> tuple[str, Writes, int]:
+        """``count`` keys written to the durable store of ``settings``, which is closed
+        again: their prefix, the writes and the revision after them."""
+        store = await store_factory(settings)
+        try:
+            self.require(store, Capability.DURABLE)
+            p = unique_prefix()
+            w = Writes(store)
+            await asyncio.gather(*(w.create(f"{p}{i:04}", bytes(64)) for i in range(count)))
+            return p, w, await store.current_revision()
+        finally:
+            await asyncio.wait_for(store.close(), EVENT_TIMEOUT)
+
+    @async_test
+    async def test_data_of_a_newer_version_is_refused(
+        self, store_factory: Any, kcore_settings_factory: Any, newer_version_store: Any
+    ) -> None:
+        """A durable store whose data a newer version of the plugin wrote, in a format this
+        one does not know (``newer_version_store``), refuses with ``PermanentError`` when
+        made or at every call, instead of reading (or rewriting) what it does not know."""
+        mark = fault(newer_version_store, "version_faults", "newer_version_store")
+        settings = reopen_settings(store_factory, kcore_settings_factory)
+        p, *_ = await self._fill_and_close(store_factory, settings, 3)
+        await mark(settings)
+        try:
+            again = await asyncio.wait_for(store_factory(settings), EVENT_TIMEOUT)
+        except PermanentError:
+            return
+        try:
+            calls = {
+                "current_revision": again.current_revision,
+                "get": lambda: again.get(p + "0001"),
+                "create": lambda: again.create(p + "new", b""),
+            }
+            await assert_each_raises(calls, (PermanentError,), "on data of a newer version")
+        finally:
+            await asyncio.wait_for(again.close(), EVENT_TIMEOUT)
+
+    @async_test
+    async def test_a_write_that_fails_half_way_changes_nothing(
+        self, store: Any, fail_store_write: Any
+    ) -> None:
+        """A write that fails half-way in the backend (``fail_store_write``: an I/O error in
+        the middle of it) changes nothing and takes no revision, and the writes made at the
+        same time are not hurt by it: each returns its value and is there, whether it was one
+        of several or the only one. A watch sees exactly those writes; writes go on working."""
+        fail = fault(fail_store_write, "write_faults", "fail_store_write")
+        p = await keyspace(store)
+        w = Writes(store)
+        a = await w.create(p + "a", b"0")
+        await w.create(p + "z", b"0")
+        base = await store.current_revision()
+        watch = open_watch(store, p, base)
+        rounds: list[dict[str, Callable[[], Awaitable[KeyValue]]]] = [
+            {
+                "create b": lambda: w.create(p + "b", b"1"),
+                "create c": lambda: w.create(p + "c", b"1"),
+                "update a": lambda: w.update(p + "a", b"1", expected_revision=a.revision),
+                "delete z": lambda: w.delete(p + "z"),
+            },
+            {"create d (alone)": lambda: w.create(p + "d", b"1")},
+        ]
+        for writes in rounds:
+            async with fail(store):
+                tasks = {what: asyncio.ensure_future(write()) for what, write in writes.items()}
+                await asyncio.sleep(0)  # on their way
+            _, pending = await asyncio.wait(tasks.values(), timeout=EVENT_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            assert not pending, f"{len(pending)} writes made with a failing one never finished"
+            for what, task in tasks.items():
+                error = task.exception()
+                assert error is None, f"{what}, made with a write that failed: {error!r}"
+        assert_items(await list_all(store, p), w.latest.values(), "after the failed writes")
+        last = await store.current_revision()
+        assert last == base + len(w.after(base)), "revisions taken by the failed writes"
+        later = await w.create(p + "later", b"2")
+        assert later.revision == last + 1, "the revision of the next write"
+        await store.create(p + "~sentinel", b"")
+        assert_events(await read_until(watch, p + "~sentinel"), w.after(base), "watch")
 
     @async_test
     async def test_data_on_a_disk_turned_read_only_is_read_right_or_refused(
@@ -2052,7 +2302,11 @@ def _model_machine(store_factory: Callable[[], Awaitable[Any]]) -> type:
                 )
             self.steps_ok = True
 
-        @rule(name=names, op=st.sampled_from(["create", "update", "delete"]), how=expectations)
+        @rule(
+            name=names,
+            op=st.sampled_from(["create", "update", "delete"]),
+            how=expectations,
+        )
         def write_in_vain(self, name: str, op: str, how: str) -> None:
             """Create a key that exists, or update or delete one that does not."""
             self.steps_ok = False
@@ -2074,7 +2328,10 @@ def _model_machine(store_factory: Callable[[], Awaitable[Any]]) -> type:
             for _ in range(len(self.model) + len(self.history) + 2):
                 page = self.call(
                     self.store.list(
-                        self.key(sub), revision=revision, limit=limit, start_after=start_after
+                        self.key(sub),
+                        revision=revision,
+                        limit=limit,
+                        start_after=start_after,
                     )
                 )
                 if limit is not None:
@@ -2160,7 +2417,11 @@ def _model_machine(store_factory: Callable[[], Awaitable[Any]]) -> type:
             were that event lost, its delete) it must have seen exactly the writes."""
             sentinel = self.call(self.store.create(self.key("~sentinel"), b""))
             self.record(EventType.ADDED, "~sentinel", sentinel)
-            self.record(EventType.DELETED, "~sentinel", self.call(self.store.delete(sentinel.key)))
+            self.record(
+                EventType.DELETED,
+                "~sentinel",
+                self.call(self.store.delete(sentinel.key)),
+            )
             deadline = self.loop.time() + EVENT_TIMEOUT
 
             async def settle() -> None:

@@ -113,6 +113,9 @@ class MemoryStore:
         start_after: str | None = None,
     ) -> ListResult:
         self._open()
+        _check_key(prefix)
+        if start_after is not None:
+            _check_key(start_after)
         if limit is not None and limit < 0:
             raise Invalid(f"negative limit {limit}")
         if revision is not None and revision > self._revision:
@@ -140,7 +143,7 @@ class MemoryStore:
     # -- watch -------------------------------------------------------------------------------
 
     def watch(self, prefix: str, *, after_revision: int) -> AsyncIterator[WatchEvent]:
-        return self._watch(prefix, after_revision)
+        return self._watch(_check_key(prefix), after_revision)
 
     def _backlog(self, prefix: str, after_revision: int) -> list[WatchEvent]:
         if after_revision < self._compacted - 1:
@@ -183,12 +186,19 @@ class MemoryStore:
 
 
 def _check_types(key: object, value: object) -> None:
-    if not isinstance(key, str) or not isinstance(value, bytes | bytearray | memoryview):
-        raise Invalid("keys are str, values bytes")
+    _check_key(key)
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise Invalid("values are bytes")
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise Invalid("keys are str")
     try:
         key.encode()
     except UnicodeEncodeError:
         raise Invalid("keys are Unicode text") from None
+    return key
 
 
 class BareStore(MemoryStore):

@@ -1,6 +1,7 @@
 """The shared store conformance suite, run on ``SqliteStore`` directly: on a file (the
 daemon's default) and in memory, with the suite's fault fixtures (a writer thread that dies,
-a damaged file, options out of range)."""
+a write that fails half-way, a damaged file, a file of a newer schema, options out of
+range)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import uuid
 import pytest
 
 from kcore.conformance.suites.store import EVENT_TIMEOUT, StoreConformance
-from kcore.plugins.store_sqlite.backend import SqliteStore, _Op
+from kcore.plugins.store_sqlite.backend import _INSERT, SCHEMA_VERSION, SqliteStore, _Op
 from kcore.store import Capability
 
 
@@ -22,32 +23,51 @@ class WriterCrash(BaseException):
     ``Exception``: nothing on the thread catches it on the way up."""
 
 
-@contextlib.asynccontextmanager
-async def crash(store: SqliteStore):
-    """Hold the writer thread inside a batch, queue a call that raises ``WriterCrash``, let
-    the suite queue its calls behind it, then let go: they are all in the batch that dies."""
-    holding, release = threading.Event(), threading.Event()
+def fault_in_batch(fn, write):
+    """An async context manager: hold the writer thread inside a batch, queue an operation
+    running ``fn`` (a write or a read), let the suite queue its calls behind it, then let
+    go: they are all in the next batch, after ``fn``."""
 
-    def hold(db):
-        holding.set()
-        release.wait(EVENT_TIMEOUT)
+    @contextlib.asynccontextmanager
+    async def inject(store: SqliteStore):
+        holding, release = threading.Event(), threading.Event()
 
-    def die(db):
-        raise WriterCrash("the writer thread crashed (injected by the test)")
+        def hold(db):
+            holding.set()
+            release.wait(EVENT_TIMEOUT)
 
-    store._queue.put(_Op(hold, (), False, None, None))
-    await asyncio.to_thread(holding.wait, EVENT_TIMEOUT)
-    store._queue.put(_Op(die, (), False, None, None))
-    try:
-        yield
-    finally:
-        release.set()
+        store._queue.put(_Op(hold, (), False, None, None))
+        await asyncio.to_thread(holding.wait, EVENT_TIMEOUT)
+        store._queue.put(_Op(fn, (), write, None, None))
+        try:
+            yield
+        finally:
+            release.set()
+
+    return inject
+
+
+def die(db):
+    raise WriterCrash("the writer thread crashed (injected by the test)")
+
+
+def half_write(db):
+    """The first statement of a create, then an I/O error: the transaction is left open."""
+    rev = db.revision + 1
+    db.conn.execute(_INSERT, (rev, "/kcore-test/half-written", b"x", rev, None))
+    raise sqlite3.OperationalError("disk I/O error (injected by the test)")
 
 
 class SqliteFaults:
+    exclusive_backend = True  # a store_sqlite file or memory database is its own
+
     @pytest.fixture
     def crash_store(self):
-        return crash
+        return fault_in_batch(die, write=False)
+
+    @pytest.fixture
+    def fail_store_write(self):
+        return fault_in_batch(half_write, write=True)
 
 
 class TestSqliteStoreOnFile(SqliteFaults, StoreConformance):
@@ -81,6 +101,14 @@ class TestSqliteStoreOnFile(SqliteFaults, StoreConformance):
                     file.write(bytes(size))
 
         return damage
+
+    @pytest.fixture
+    def newer_version_store(self):
+        async def mark(settings):
+            with contextlib.closing(sqlite3.connect(settings.data_dir / "store.db")) as conn:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+        return mark
 
     @pytest.fixture
     def store_option_makers(self, tmp_path):

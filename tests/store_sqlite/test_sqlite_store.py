@@ -419,13 +419,14 @@ async def test_a_crash_of_the_writer_thread_fails_calls_instead_of_hanging():
     watch = store.watch("/", after_revision=0)
     assert (await anext(watch)).kv.key == "/k"
 
-    def crash(db, batch):
+    def crash(db, batch, outbox):
         raise RuntimeError("boom")
 
-    store._process = crash
+    store._process_items = crash
     async with asyncio.timeout(10):
-        with pytest.raises(RuntimeError, match="boom"):
+        with pytest.raises(PermanentError, match="RuntimeError: boom") as info:
             await store.get("/k")
+        assert isinstance(info.value.__cause__, RuntimeError)
         with pytest.raises(PermanentError, match="has stopped: boom"):
             await store.get("/k")
         with pytest.raises(PermanentError, match="has stopped"):

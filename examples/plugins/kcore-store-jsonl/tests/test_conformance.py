@@ -14,6 +14,8 @@ from kcore_store_jsonl import JsonlStore
 class TestJsonlStore(StoreConformance):
     # A check needing one of these fails, rather than skips, if the store stops declaring it.
     expected_capabilities = frozenset(Capability)
+    # The file is this store's alone: a new store is at revision 0, each write adds one.
+    exclusive_backend = True
 
     @pytest.fixture
     def store_factory(self, kcore_settings_factory):

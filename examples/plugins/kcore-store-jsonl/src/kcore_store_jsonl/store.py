@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import json
 import os
 from collections.abc import AsyncIterator
@@ -70,6 +71,8 @@ class JsonlStore:
         self._watchers: set[asyncio.Queue[WatchEvent | BaseException | None]] = set()
         self._lock = asyncio.Lock()
         self._file: Any = None
+        self._lockfile: Any = None
+        """``<path>.lock``, flocked while the store is open: one store per file."""
         self._closed = False
 
     @classmethod
@@ -77,8 +80,13 @@ class JsonlStore:
         store = cls(Path(path), fsync=fsync)
         try:
             await asyncio.to_thread(store._load)
-        except OSError as exc:
-            raise PermanentError(f"{store.path}: cannot open the store: {exc.strerror}") from exc
+        except BaseException as exc:
+            await asyncio.to_thread(store._release)
+            if isinstance(exc, OSError):
+                raise PermanentError(
+                    f"{store.path}: cannot open the store: {exc.strerror}"
+                ) from exc
+            raise
         return store
 
     # -- reads -----------------------------------------------------------------------------------
@@ -103,6 +111,9 @@ class JsonlStore:
         start_after: str | None = None,
     ) -> ListResult:
         self._check_open()
+        _check_key(prefix)
+        if start_after is not None:
+            _check_key(start_after)
         if limit is not None and limit < 0:
             raise Invalid(f"limit must not be negative, got {limit}")
         if revision is not None and revision > self._revision:
@@ -186,7 +197,7 @@ class JsonlStore:
     # -- watch -----------------------------------------------------------------------------------
 
     def watch(self, prefix: str, *, after_revision: int) -> AsyncIterator[WatchEvent]:
-        return self._watch(prefix, after_revision)
+        return self._watch(_check_key(prefix), after_revision)
 
     async def _watch(self, prefix: str, after_revision: int) -> AsyncIterator[WatchEvent]:
         if self._closed:
@@ -231,8 +242,7 @@ class JsonlStore:
             for queue in self._watchers:
                 queue.put_nowait(None)
             self._watchers.clear()
-            if self._file is not None:
-                await asyncio.to_thread(self._file.close)
+            await asyncio.to_thread(self._release)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -242,6 +252,11 @@ class JsonlStore:
 
     def _load(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lockfile = self.path.with_name(self.path.name + ".lock").open("ab")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PermanentError(f"{self.path} is in use by another store") from None
         data = self.path.read_bytes() if self.path.exists() else b""
         good, number = 0, 0  # bytes of whole, readable lines; lines read
         while good < len(data):
@@ -259,6 +274,12 @@ class JsonlStore:
         if good < len(data):
             os.truncate(self.path, good)
         self._file = self.path.open("ab", buffering=0)
+
+    def _release(self) -> None:
+        """Close the file, then give up the lock."""
+        for file in (self._file, self._lockfile):
+            if file is not None:
+                file.close()
 
     def _replay(self, record: dict[str, Any]) -> None:
         if "compacted" in record:
