@@ -103,6 +103,25 @@ def fault(fixture: Any, capability: str, fixture_name: str) -> Any:
     return fixture
 
 
+async def assert_read_right_or_refused(
+    reads: dict[str, tuple[Callable[[], Awaitable[Any]], Any]],
+    errors: tuple[type[BaseException], ...],
+    where: str,
+) -> None:
+    """Each read ``name: (call, right)`` raises one of ``errors`` or answers ``right``
+    (a ``KeyValue`` compared as :func:`kv_view`, a ``ListResult`` as its items' views)."""
+    for name, (call, right) in reads.items():
+        try:
+            got = await asyncio.wait_for(call(), EVENT_TIMEOUT)
+        except errors:
+            continue
+        if isinstance(got, KeyValue):
+            got = kv_view(got)
+        elif isinstance(got, ListResult):
+            got = [kv_view(kv) for kv in got.items]
+        assert got == right, f"{name} {where}: {got}, written {right}"
+
+
 async def drain(
     watch: AsyncIterator[WatchEvent],
 ) -> tuple[list[WatchEvent], BaseException]:
@@ -1924,16 +1943,10 @@ class StoreConformance:
             with pytest.raises(PermanentError) as info:
                 await asyncio.wait_for(list_all(again, p), EVENT_TIMEOUT)
             assert info.value.__cause__ is not None, f"{info.value!r} does not chain its cause"
-            reads = [("current_revision", again.current_revision(), revision)]
+            reads = {"current_revision": (again.current_revision, revision)}
             for kv in list(w.latest.values())[::30]:
-                reads.append((f"get {kv.key}", again.get(kv.key), kv_view(kv)))
-            for name, call, right in reads:
-                try:
-                    got = await asyncio.wait_for(call, EVENT_TIMEOUT)
-                except PermanentError:
-                    continue
-                got = got if isinstance(got, int) else kv_view(got)
-                assert got == right, f"{name} on damaged data: {got}, written {right}"
+                reads[f"get {kv.key}"] = (lambda key=kv.key: again.get(key), kv_view(kv))
+            await assert_read_right_or_refused(reads, (PermanentError,), "on damaged data")
         finally:
             await asyncio.wait_for(again.close(), EVENT_TIMEOUT)
 
@@ -2060,16 +2073,7 @@ class StoreConformance:
                     "get": (lambda: again.get(p + "1"), written[1]),
                     "list": (lambda: list_all(again, p), written),
                 }
-                for name, (call, right) in reads.items():
-                    try:
-                        got = await asyncio.wait_for(call(), EVENT_TIMEOUT)
-                    except errors:
-                        continue
-                    if isinstance(got, KeyValue):
-                        got = kv_view(got)
-                    elif isinstance(got, ListResult):
-                        got = [kv_view(kv) for kv in got.items]
-                    assert got == right, f"{name} on a read-only disk: {got}, written {right}"
+                await assert_read_right_or_refused(reads, errors, "on a read-only disk")
             finally:
                 await asyncio.wait_for(again.close(), EVENT_TIMEOUT)
 
